@@ -1,0 +1,184 @@
+//! Checkpoint loading and export: exact round trips (HF folder and `.bpk`), the exported key
+//! set equals the official one, and bad checkpoints give clear errors instead of panics.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::ModuleSnapshot;
+use burn::tensor::{Device, Tensor};
+use titok_model::checkpoint::{
+    StorageDType, load_bpk, load_titok, load_vqgan, read_safetensors_header, save_bpk, save_titok, save_vqgan,
+    vqgan_config,
+};
+use titok_model::golden::golden_root;
+use titok_model::{Titok, TitokError};
+
+fn fixture(name: &str) -> PathBuf {
+    golden_root(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden")).join(name)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("titok-ckpt-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// All parameters of a module as name -> values.
+fn params<M: Module + ModuleSnapshot>(m: &M) -> BTreeMap<String, Vec<f32>> {
+    m.collect(None, None, false)
+        .into_iter()
+        .map(|t| {
+            assert_eq!(t.dtype, burn::tensor::DType::F32, "{}", t.name);
+            let bytes = t.to_bytes().unwrap();
+            (t.name.clone(), bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn hf_folder_round_trip_is_exact_and_keeps_official_keys() {
+    let device = Device::flex();
+    for name in ["titok_legacy_tiny_stage2", "titok_vq_tiny_single_stage", "titok_vae_tiny"] {
+        let src = fixture(name);
+        let model = load_titok(&src, &device).unwrap();
+        let out = scratch(name);
+        save_titok(&model, &out, StorageDType::F32).unwrap();
+        // Same key set and shapes as the official file.
+        let a = read_safetensors_header(&src.join("model.safetensors")).unwrap();
+        let b = read_safetensors_header(&out.join("model.safetensors")).unwrap();
+        assert_eq!(a, b, "{name}: exported header differs from the official one");
+        // Load -> save -> load is exact.
+        let back = load_titok(&out, &device).unwrap();
+        assert_eq!(back.config, model.config);
+        assert_eq!(params(&back), params(&model), "{name}: parameters differ after the round trip");
+        std::fs::remove_dir_all(out).unwrap();
+    }
+}
+
+#[test]
+fn f16_export_loads_back_close() {
+    let device = Device::flex();
+    let model = load_titok(&fixture("titok_vq_tiny_single_stage"), &device).unwrap();
+    let out = scratch("f16");
+    save_titok(&model, &out, StorageDType::F16).unwrap();
+    let h = read_safetensors_header(&out.join("model.safetensors")).unwrap();
+    assert!(h.values().all(|t| t.dtype == "F16"));
+    let back = load_titok(&out, &device).unwrap();
+    let (a, b) = (params(&model), params(&back));
+    for (k, v) in &a {
+        let w = &b[k];
+        let max = v.iter().zip(w).map(|(x, y)| (x - y).abs() / x.abs().max(1e-3)).fold(0.0f32, f32::max);
+        assert!(max < 2e-3, "{k}: relative f16 error {max}");
+    }
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn bpk_round_trip_is_exact() {
+    let device = Device::flex();
+    let model = load_titok(&fixture("titok_legacy_tiny_stage1"), &device).unwrap();
+    let out = scratch("bpk").join("model.bpk");
+    save_bpk(&model, &out).unwrap();
+    let fresh = Titok::new(&model.config, &device).unwrap();
+    let back = load_bpk(fresh, &out).unwrap();
+    assert_eq!(params(&back), params(&model));
+}
+
+#[test]
+fn vqgan_round_trip_is_exact() {
+    let device = Device::flex();
+    let src = fixture("maskgit_vqgan_tiny");
+    let model = load_vqgan(&src, &device).unwrap();
+    let out = scratch("vqgan");
+    save_vqgan(&model, &vqgan_config(&src).unwrap(), &out, StorageDType::F32).unwrap();
+    let back = load_vqgan(&out, &device).unwrap();
+    assert_eq!(params(&back), params(&model));
+    // A bare weights file loads with the official numbers assumed: here they do not fit.
+    let err = load_vqgan(&src.join("model.safetensors"), &device).unwrap_err();
+    assert!(matches!(err, TitokError::CheckpointMismatch { .. }), "{err}");
+}
+
+/// Writes a copy of a safetensors file with tensors edited by `edit`.
+fn rewrite(src: &Path, dst: &Path, edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) {
+    let bytes = std::fs::read(src).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
+    edit(&mut tensors);
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, dst).unwrap();
+}
+
+#[test]
+fn bad_checkpoints_give_clear_errors() {
+    let device = Device::flex();
+    let src = fixture("titok_vq_tiny_single_stage");
+
+    // Truncated (corrupt) weights file.
+    let dir = scratch("truncated");
+    copy_dir(&src, &dir);
+    let w = dir.join("model.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_titok(&dir, &device).unwrap_err();
+    assert!(matches!(err, TitokError::CheckpointRead { .. }) && err.to_string().contains("truncated"), "{err}");
+    std::fs::write(&w, b"definitely not safetensors").unwrap();
+    let err = load_titok(&dir, &device).unwrap_err();
+    assert!(matches!(err, TitokError::CheckpointRead { .. }), "{err}");
+
+    // One key renamed: reported as missing and unexpected, by name.
+    let dir = scratch("renamed");
+    copy_dir(&src, &dir);
+    rewrite(&src.join("model.safetensors"), &dir.join("model.safetensors"), |t| {
+        let e = t.iter_mut().find(|e| e.0 == "encoder.ln_pre.weight").unwrap();
+        e.0 = "encoder.ln_pre.scale".into();
+    });
+    let msg = load_titok(&dir, &device).unwrap_err().to_string();
+    assert!(msg.contains("missing:     encoder.ln_pre.weight") && msg.contains("unexpected:  encoder.ln_pre.scale"), "{msg}");
+
+    // One tensor of the wrong shape.
+    let dir = scratch("shape");
+    copy_dir(&src, &dir);
+    rewrite(&src.join("model.safetensors"), &dir.join("model.safetensors"), |t| {
+        let e = t.iter_mut().find(|e| e.0 == "decoder.ln_post.bias").unwrap();
+        e.1 = vec![32];
+        e.2.truncate(32 * 4);
+    });
+    let msg = load_titok(&dir, &device).unwrap_err().to_string();
+    assert!(msg.contains("wrong shape: decoder.ln_post.bias: checkpoint [32], model expects [64]"), "{msg}");
+
+    // A config that does not fit the weights (K = 16 latent tokens vs 8 rows).
+    let dir = scratch("config-fit");
+    copy_dir(&src, &dir);
+    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    std::fs::write(dir.join("config.json"), cfg.replace("\"num_latent_tokens\": 8", "\"num_latent_tokens\": 16")).unwrap();
+    let msg = load_titok(&dir, &device).unwrap_err().to_string();
+    assert!(msg.contains("latent_tokens") && msg.contains("wrong shape"), "{msg}");
+
+    // A config with an unknown size name.
+    let dir = scratch("size");
+    copy_dir(&src, &dir);
+    std::fs::write(dir.join("config.json"), cfg.replace("\"vit_enc_model_size\": \"tiny\"", "\"vit_enc_model_size\": \"huge\"")).unwrap();
+    let err = load_titok(&dir, &device).unwrap_err();
+    assert!(matches!(err, TitokError::ConfigFile { .. }) && err.to_string().contains("unknown ViT size `huge`"), "{err}");
+
+    // Token ids outside the codebook.
+    let model = load_titok(&src, &device).unwrap();
+    let ids = Tensor::<2, burn::tensor::Int>::from_ints([[0, 1, 2, 3, 4, 5, 6, 64]], &device);
+    let msg = model.decode_tokens(ids).unwrap_err().to_string();
+    assert!(msg.contains("token id 64 is outside the codebook 0..64"), "{msg}");
+    let wrong = Tensor::<4>::zeros([1, 3, 32, 32], &device);
+    assert!(model.encode(wrong).unwrap_err().to_string().contains("expected images [batch, 3, 64, 64]"));
+}
