@@ -130,7 +130,19 @@ fn check_vqgan_fixture(dir: &Path, device: &Device) {
 
 #[test]
 fn golden_tokenizer_fixtures_match_the_official_code() {
-    let device = test_device();
+    check_all(&test_device());
+}
+
+/// The same parity on the wgpu backend (lavapipe in CI): the quantizer runs the fused
+/// nearest-code kernel there.
+#[cfg(feature = "wgpu")]
+#[test]
+fn golden_tokenizer_fixtures_match_on_wgpu() {
+    check_all(&Device::wgpu(burn::tensor::DeviceKind::DefaultDevice));
+}
+
+fn check_all(device: &Device) {
+    let device = device.clone();
     let root = root();
     let titok = discover(&root, &["titok_legacy_", "titok_vq_", "titok_vae_"]);
     assert!(titok.len() >= 4, "expected the four TiTok fixtures in {}, found {titok:?}", root.display());
