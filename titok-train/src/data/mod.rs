@@ -1,0 +1,1 @@
+//! Datasets (image folders and tar archives), transforms and batching.

@@ -1,0 +1,1 @@
+//! The MaskBit-style blur-pool discriminator of the official stage-2 recipe.

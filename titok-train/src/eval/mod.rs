@@ -1,0 +1,1 @@
+//! Evaluation metrics: FID InceptionV3, Frechet distance, PSNR, SSIM, codebook statistics.

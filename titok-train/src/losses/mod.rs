@@ -1,0 +1,1 @@
+//! Losses: LPIPS perceptual loss and the adversarial (hinge, LeCam) losses.
