@@ -148,7 +148,11 @@ impl VqganConfig {
         self.hidden_channels * self.channel_mult[i]
     }
 
-    pub(crate) fn validate(&self) -> Result<(), TitokError> {
+    /// Checks that every level's width is a positive multiple of the GroupNorm groups.
+    ///
+    /// # Errors
+    /// [`TitokError::Config`] naming the level.
+    pub fn validate(&self) -> Result<(), TitokError> {
         if self.channel_mult.is_empty() {
             return Err(TitokError::Config("MaskGIT-VQGAN channel_mult is empty".into()));
         }

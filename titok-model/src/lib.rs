@@ -21,6 +21,7 @@ pub mod config;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
+pub mod generator;
 pub mod golden;
 pub mod loss;
 pub mod quantizer;

@@ -68,6 +68,26 @@ pub const TITOK: KeyMap = KeyMap {
 /// `quantize.embedding.weight`): the module tree is mirrored exactly.
 pub const MASKGIT_VQGAN: KeyMap = KeyMap { family: "MaskGIT-VQGAN", rules: &[], ignored: &[] };
 
+/// MaskGIT `ImageBert` generators (`modeling/maskgit.py::ImageBert`: an HF `BertModel` under
+/// `model.*` with the `lm_head` attached to it). Embedding tables keep their `[vocab, D]`
+/// layout; Linear weights are transposed by the adapters.
+pub const IMAGEBERT: KeyMap = KeyMap {
+    family: "ImageBert generator",
+    rules: &[
+        // HF names the self-attention sub-module `self`, a Rust keyword: `attention.self.query`
+        // is `attention.self_attn.query` in Burn.
+        KeyRule { official: "attention.self", burn: "attention.self_attn" },
+        // HF capitalises its LayerNorm modules (`embeddings.LayerNorm`, `output.LayerNorm`).
+        KeyRule { official: "LayerNorm", burn: "layer_norm" },
+    ],
+    // Non-persistent buffers that older `transformers` versions wrote into state dicts.
+    ignored: &["embeddings.position_ids", "embeddings.token_type_ids"],
+};
+
+/// MaskGIT `UViTBert` generators (`modeling/maskgit.py::UViTBert`): the module tree, including
+/// the raw `pos_embed` parameter and the bias-free `attn.qkv`, is mirrored exactly.
+pub const UVITBERT: KeyMap = KeyMap { family: "UViTBert generator", rules: &[], ignored: &[] };
+
 fn pattern(from: &str, to: &str) -> (String, String) {
     (format!(r"(^|\.){}(\.|$)", escape(from)), format!("${{1}}{to}${{2}}"))
 }

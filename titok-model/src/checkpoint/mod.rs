@@ -8,6 +8,7 @@
 //! [`TitokError::CheckpointMismatch`]. Tensors stored as f16/bf16 are converted to f32.
 //! Writes go to a temporary file renamed into place, so a crash never leaves half a file.
 
+pub mod generator;
 pub mod hf_config;
 pub mod keymap;
 mod safetensors_header;
@@ -22,6 +23,7 @@ use burn::store::{
 };
 use burn::tensor::{DType, Device};
 
+pub use generator::{generator_config, generator_config_json, load_generator, save_generator};
 pub use hf_config::{HfConfig, titok_config_json};
 pub use keymap::{KeyMap, KeyRule};
 pub use safetensors_header::{TensorInfo, read_safetensors_header};

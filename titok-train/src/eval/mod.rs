@@ -1,1 +1,48 @@
 //! Evaluation metrics: FID InceptionV3, Frechet distance, PSNR, SSIM, codebook statistics.
+//!
+//! Building blocks for `titok eval` (TiTok paper §4, Tables 1-2; official
+//! `evaluator/evaluator.py`, ADM `guided-diffusion/evaluations/evaluator.py`):
+//! - [`InceptionV3`]: the FID network ("inception-2015-12-05", pool3, 2048-d features) with its
+//!   preprocessing ([`InceptionV3::features`]: images in `[0, 1]` -> `[N, 2048]`);
+//! - [`FeatureAccumulator`] -> [`FidStats`] (`mu`, `sigma`, `n`; `.fid(&other)`,
+//!   `.save_npz` / `.load_npz`) and [`frechet_distance`], all in f64;
+//! - [`rfid_round`], [`psnr`], [`ssim`] for reconstructions;
+//! - [`npz`]: `.npy`/`.npz` files, and [`AdmNpzWriter`] for the ADM evaluator's sample batches;
+//! - [`MetricsReport`]: terminal table and JSON, image counts next to FID, warnings below
+//!   [`FID_MIN_IMAGES`].
+//!
+//! A typical rFID loop: `acc_real.push(inception.features(x)?)` and
+//! `acc_recon.push(inception.features(rfid_round(recon))?)` per batch, then
+//! `acc_real.stats()?.fid(&acc_recon.stats()?)`. LPIPS lives in [`crate::losses::lpips`];
+//! codebook statistics in [`titok_model::CodebookStats`].
+
+mod error;
+pub mod frechet;
+pub mod image_metrics;
+pub mod inception;
+pub mod npz;
+pub mod report;
+pub mod resize;
+
+pub use error::{EvalError, Result};
+pub use frechet::{FeatureAccumulator, FidStats, frechet_distance};
+pub use image_metrics::{psnr, rfid_round, ssim};
+pub use inception::{FEATURE_DIM, INCEPTION_KEYS, InceptionV3};
+pub use npz::{AdmNpzWriter, NpyArray, NpyData, NpzReader, read_npz, write_npz};
+pub use report::{CodebookReport, FID_MIN_IMAGES, FidKind, FidScore, MetricsReport, RunningMean};
+pub use resize::resize_bilinear;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A progress bar over `total` images in the project's style (drawn on stderr; hidden when
+/// stderr is not a terminal).
+pub fn progress_bar(total: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} images ({per_sec}, eta {eta})")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(message.to_string());
+    bar
+}

@@ -1,0 +1,190 @@
+//! Fused nearest-code kernel vs the unfused Burn tensor path (matmul + argmin) on one device.
+//!
+//! ```text
+//! cargo bench --workspace --bench nearest_code -- [--device wgpu|flex|cuda] [--full] [--iters 5]
+//! ```
+//! `--full` (or `NEAREST_CODE_BENCH_FULL=1`) runs the issue's grid: N = 4096 x {32, 64, 128}
+//! latents, K in {1024, 4096, 8192, 16384}, D in {12, 16, 64, 256}. The default is a reduced grid
+//! that software Vulkan (lavapipe) and a CPU finish in minutes. `kernels/benches/gpu.sh` builds and
+//! runs the full grid on a real GPU.
+//!
+//! "nearest_code" is [`titok_kernels::nearest_code`] (the fused CubeCL kernel on wgpu/cuda, the
+//! matmul path on flex; the header names it); "unfused" is
+//! [`titok_kernels::nearest_code_reference`] (tensor ops: `||z||² + ||c||² - 2 z cᵀ`,
+//! `min_dim_with_indices`). Times are medians over `--iters` synchronised calls after
+//! one warm-up (shader compilation, autotune). Peak memory: on flex the growth of host memory,
+//! measured with a counting allocator; on GPU devices the bytes each path must allocate, computed
+//! from the shapes (fused: the two `[N]` outputs; unfused: at least the `[N, K]` f32 product,
+//! plus its outputs), marked `(analytic)`. The unfused path is skipped where that product alone
+//! exceeds `--max-unfused-gb` (default 20; the elementwise step may allocate a second one), and a
+//! failure of it (out of memory) is reported in the table instead of ending the run.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use burn::tensor::{Device, Distribution, Tensor};
+use titok_kernels::{NearestCodePath, nearest_code, nearest_code_reference};
+
+/// System allocator that tracks live and peak bytes (host memory only).
+struct CountingAlloc;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged to the system allocator.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+struct Options {
+    device_name: String,
+    device: Device,
+    full: bool,
+    iters: usize,
+    max_unfused_bytes: f64,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let default_device = if cfg!(feature = "wgpu") { "wgpu" } else { "flex" };
+    let device_name = value("--device").unwrap_or_else(|| default_device.to_string());
+    let device = match device_name.as_str() {
+        "flex" | "cpu" => Device::flex(),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        #[cfg(feature = "cuda")]
+        "cuda" => Device::cuda(0),
+        other => panic!("--device {other}: not compiled in (flex, wgpu with `wgpu`, cuda with `cuda`)"),
+    };
+    let full = args.iter().any(|a| a == "--full") || std::env::var("NEAREST_CODE_BENCH_FULL").is_ok_and(|v| v == "1");
+    Options {
+        device_name,
+        device,
+        full,
+        iters: value("--iters").and_then(|v| v.parse().ok()).unwrap_or(5).max(1),
+        max_unfused_bytes: value("--max-unfused-gb").and_then(|v| v.parse().ok()).unwrap_or(20.0) * 1e9,
+    }
+}
+
+/// Median wall time (s) of `f` over `iters` synchronised calls, after one warm-up, and the
+/// host-memory growth during one call (bytes).
+fn time<T>(device: &Device, iters: usize, mut f: impl FnMut() -> T) -> (f64, usize) {
+    drop(f());
+    device.sync().expect("sync");
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let start = Instant::now();
+        let out = f();
+        device.sync().expect("sync");
+        times.push(start.elapsed().as_secs_f64());
+        drop(out);
+    }
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], peak)
+}
+
+fn human_bytes(bytes: f64) -> String {
+    match bytes {
+        b if b >= 1e9 => format!("{:.2} GB", b / 1e9),
+        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
+        b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
+        b => format!("{b:.0} B"),
+    }
+}
+
+fn main() {
+    let opts = options();
+    let device = &opts.device;
+    let path = NearestCodePath::for_device(device);
+    let on_gpu = path == NearestCodePath::FusedKernel;
+    let (ns, ks, ds): (Vec<usize>, Vec<usize>, Vec<usize>) = if opts.full {
+        (vec![4096 * 32, 4096 * 64, 4096 * 128], vec![1024, 4096, 8192, 16384], vec![12, 16, 64, 256])
+    } else if on_gpu {
+        (vec![2048], vec![1024, 4096], vec![12, 64])
+    } else {
+        (vec![4096], vec![1024, 4096], vec![12, 64])
+    };
+    println!(
+        "device: {} ({path:?}), {} grid, median of {} calls after 1 warm-up, f32",
+        opts.device_name,
+        if opts.full { "full" } else { "reduced (--full for the issue's grid)" },
+        opts.iters
+    );
+    let mem_note = if on_gpu { " (analytic)" } else { " (host, measured)" };
+    println!(
+        "| N | K | D | nearest_code ms | unfused ms | speed-up | nearest_code peak{mem_note} | unfused peak{mem_note} | same index |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+
+    for &n in &ns {
+        for &k in &ks {
+            for &d in &ds {
+                let z = Tensor::<2>::random([n, d], Distribution::Normal(0.0, 1.0), device);
+                let codebook = Tensor::<2>::random([k, d], Distribution::Normal(0.0, 1.0), device);
+                device.sync().expect("sync");
+
+                let (fused_s, fused_host) = time(device, opts.iters, || nearest_code(z.clone(), codebook.clone(), false));
+                let product_bytes = 4.0 * n as f64 * k as f64;
+                let unfused = if product_bytes > opts.max_unfused_bytes {
+                    Err(format!("skipped ({} product)", human_bytes(product_bytes)))
+                } else {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        time(device, opts.iters, || nearest_code_reference(z.clone(), codebook.clone(), false))
+                    }))
+                    .map_err(|_| "failed (out of memory?)".to_string())
+                };
+
+                // Agreement of the two paths (near ties may legitimately differ).
+                let same = unfused.as_ref().ok().map(|_| {
+                    let a = nearest_code(z.clone(), codebook.clone(), false).indices;
+                    let b = nearest_code_reference(z.clone(), codebook.clone(), false).indices;
+                    let equal = a.equal(b).int().sum().into_scalar::<i64>();
+                    format!("{:.4}", equal as f64 / n as f64)
+                });
+
+                let index_bytes = 8.0; // i64/i32 index + f32 distance, upper bound
+                let (fused_mem, unfused_mem) = if on_gpu {
+                    (
+                        human_bytes(n as f64 * index_bytes),
+                        format!(">= {}", human_bytes(product_bytes + n as f64 * index_bytes)),
+                    )
+                } else {
+                    (
+                        human_bytes(fused_host as f64),
+                        unfused.as_ref().map_or("-".into(), |u| human_bytes(u.1 as f64)),
+                    )
+                };
+                let (unfused_ms, speedup) = match &unfused {
+                    Ok((s, _)) => (format!("{:.3}", s * 1e3), format!("{:.2}x", s / fused_s)),
+                    Err(why) => (why.clone(), "-".into()),
+                };
+                println!(
+                    "| {n} | {k} | {d} | {:.3} | {unfused_ms} | {speedup} | {fused_mem} | {unfused_mem} | {} |",
+                    fused_s * 1e3,
+                    same.unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Training configuration: a JSON or TOML file plus `--set key=value` overrides, with the
+//! official recipes' numbers as defaults (REFERENCE §7).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use titok_model::{TitokConfig, VqganConfig};
+
+use crate::train::TrainError;
+
+/// Which model a run trains and where it starts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// A named TiTok preset (`l32`, `b64`, ...); ignored when `config` is given.
+    pub preset: Option<String>,
+    /// An explicit TiTok configuration.
+    pub titok: Option<TitokConfig>,
+    /// An explicit MaskGIT-VQGAN configuration (the `vqgan` mode; default: official numbers).
+    pub vqgan: Option<VqganConfig>,
+    /// Start from these weights (an HF folder) instead of a random init.
+    pub init: Option<PathBuf>,
+}
+
+/// The data of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// An image folder or a `.tar` / `.tar.gz` of one.
+    pub path: PathBuf,
+    /// Sub-folder used for training (e.g. `train`); empty = the whole archive/folder.
+    pub train_split: String,
+    /// Sub-folder used for validation (e.g. `test`); empty = hold out `valid_images` training
+    /// images instead.
+    pub valid_split: String,
+    /// Number of validation images (metrics and the PNG grid).
+    pub valid_images: usize,
+    /// Training resolution (images are resized and cropped to it).
+    pub image_size: usize,
+    /// Parallel decoding threads.
+    pub num_workers: usize,
+    /// Random horizontal flips in training.
+    pub hflip: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::new(),
+            train_split: "train".into(),
+            valid_split: "test".into(),
+            valid_images: 256,
+            image_size: 256,
+            num_workers: 2,
+            hflip: true,
+        }
+    }
+}
+
+/// AdamW, schedule and clipping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Final learning rate of the cosine schedule.
+    pub end_lr: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// AdamW β1.
+    pub beta1: f32,
+    /// AdamW β2.
+    pub beta2: f32,
+    /// Weight decay (not applied to norms, biases, embeddings, latent tokens, mask token).
+    pub weight_decay: f32,
+    /// Clip the global gradient norm to this value (0 = off).
+    pub grad_clip: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        // Stage 1 of the official recipe.
+        Self { lr: 1e-4, end_lr: 1e-5, warmup_steps: 10_000, beta1: 0.9, beta2: 0.99, weight_decay: 1e-4, grad_clip: 1.0 }
+    }
+}
+
+/// Steps, batch, checkpoints, EMA and seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Images per step.
+    pub batch_size: usize,
+    /// Total optimisation steps.
+    pub total_steps: u64,
+    /// Steps between checkpoints.
+    pub checkpoint_every: u64,
+    /// Steps between validations (and PNG grids).
+    pub valid_every: u64,
+    /// Checkpoints kept on disk.
+    pub keep_checkpoints: usize,
+    /// Seed of the data order, augmentation and initialisation.
+    pub seed: u64,
+    /// Maximum EMA decay (official 0.999; 0 disables the EMA).
+    pub ema_decay: f64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            total_steps: 1_000_000,
+            checkpoint_every: 1000,
+            valid_every: 1000,
+            keep_checkpoints: 2,
+            seed: 42,
+            ema_decay: 0.999,
+        }
+    }
+}
+
+/// Loss weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    /// Pixel L2 (single-stage, VQGAN).
+    pub l2_weight: f64,
+    /// Quantizer loss (commitment + codebook) weight.
+    pub quantizer_weight: f64,
+    /// KL weight of VAE tokenizers.
+    pub kl_weight: f64,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self { l2_weight: 1.0, quantizer_weight: 1.0, kl_weight: 1e-6 }
+    }
+}
+
+/// A whole training configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// The model.
+    pub model: ModelSpec,
+    /// Stage 1: the MaskGIT-VQGAN teacher (HF folder, or the official `.bin`).
+    pub teacher: Option<PathBuf>,
+    /// Data.
+    pub data: DataConfig,
+    /// Optimizer.
+    pub optim: OptimConfig,
+    /// Run length, checkpoints, EMA, seed.
+    pub run: RunConfig,
+    /// Loss weights.
+    pub loss: LossConfig,
+}
+
+impl TrainConfig {
+    /// Reads a `.json` or `.toml` file and applies `overrides` (`a.b.c=value`, the value parsed
+    /// as JSON when possible, else taken as a string).
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming the file and the problem (unknown keys included).
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, TrainError> {
+        let mut value = match path {
+            None => serde_json::to_value(Self::default()).expect("serialisable"),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| TrainError::io(p, e))?;
+                let is_toml = p.extension().is_some_and(|e| e == "toml");
+                if is_toml {
+                    let t: toml::Value = toml::from_str(&text)
+                        .map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))?;
+                    serde_json::to_value(t).map_err(|e| TrainError::Config(e.to_string()))?
+                } else {
+                    serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))?
+                }
+            }
+        };
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        serde_json::from_value(value).map_err(|e| TrainError::Config(format!("{e}")))
+    }
+
+    /// The TiTok configuration of the run.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] when neither a preset nor a config is given, or it does not
+    /// validate or fit the data resolution.
+    pub fn titok(&self) -> Result<TitokConfig, TrainError> {
+        let config = match (&self.model.titok, &self.model.preset) {
+            (Some(c), _) => c.clone(),
+            (None, Some(p)) => TitokConfig::preset(p)?,
+            (None, None) => return Err(TrainError::Config("set model.preset or model.titok".into())),
+        };
+        config.validate()?;
+        if config.image_size != self.data.image_size {
+            return Err(TrainError::Config(format!(
+                "model resolution {} != data.image_size {}",
+                config.image_size, self.data.image_size
+            )));
+        }
+        Ok(config)
+    }
+
+    /// Checks the run numbers.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] for zero sizes or intervals.
+    pub fn validate_run(&self) -> Result<(), TrainError> {
+        let r = &self.run;
+        if r.batch_size == 0 || r.total_steps == 0 || r.checkpoint_every == 0 || r.valid_every == 0 {
+            return Err(TrainError::Config(
+                "run.batch_size, run.total_steps, run.checkpoint_every and run.valid_every must be positive".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&r.ema_decay) {
+            return Err(TrainError::Config(format!("run.ema_decay {} must be in [0, 1)", r.ema_decay)));
+        }
+        Ok(())
+    }
+}
+
+/// Applies one `a.b.c=value` override to a JSON tree.
+///
+/// # Errors
+/// [`TrainError::Config`] for a malformed override.
+pub fn apply_override(root: &mut Value, assignment: &str) -> Result<(), TrainError> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| TrainError::Config(format!("override `{assignment}` is not key=value")))?;
+    let value: Value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+    let mut node = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !node.is_object() {
+            *node = Value::Object(Default::default());
+        }
+        let map = node.as_object_mut().expect("object");
+        if i + 1 == parts.len() {
+            map.insert(part.to_string(), value);
+            return Ok(());
+        }
+        node = map.entry(part.to_string()).or_insert_with(|| Value::Object(Default::default()));
+    }
+    Err(TrainError::Config(format!("override `{assignment}` has an empty key")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_and_unknown_keys() {
+        let mut v = serde_json::to_value(TrainConfig::default()).unwrap();
+        apply_override(&mut v, "optim.lr=0.0002").unwrap();
+        apply_override(&mut v, "data.path=/tmp/x.tar").unwrap();
+        apply_override(&mut v, "model.preset=l32").unwrap();
+        let c: TrainConfig = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!((c.optim.lr, c.data.path.to_str().unwrap()), (2e-4, "/tmp/x.tar"));
+        assert_eq!(c.model.preset.as_deref(), Some("l32"));
+        apply_override(&mut v, "optim.learning_rate=1").unwrap();
+        let err = serde_json::from_value::<TrainConfig>(v).unwrap_err().to_string();
+        assert!(err.contains("learning_rate"), "{err}");
+    }
+
+    #[test]
+    fn model_resolution_must_fit_the_data() {
+        let mut c = TrainConfig::default();
+        c.model.preset = Some("l32".into());
+        c.data.image_size = 32;
+        assert!(c.titok().unwrap_err().to_string().contains("!= data.image_size 32"));
+    }
+}

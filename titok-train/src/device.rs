@@ -1,0 +1,124 @@
+//! Choosing the device (and with it the backend) from a command-line name.
+//!
+//! Burn 0.22 picks the backend from the `Device`; which ones exist depends on the compiled-in
+//! features (`flex` always, `wgpu`, `cuda`).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use burn::tensor::{Device, Tensor};
+
+use crate::train::TrainError;
+
+/// A device request: `auto`, `cpu`, `wgpu` (any Vulkan/Metal/DX12 adapter, including software
+/// Vulkan), `gpu` (a hardware wgpu adapter only) or `cuda[:index]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    /// A hardware GPU when one answers (CUDA first, then wgpu), else the CPU.
+    Auto,
+    /// The CPU (flex backend).
+    Cpu,
+    /// wgpu's default adapter (may be a software rasteriser such as lavapipe).
+    Wgpu,
+    /// A hardware wgpu adapter (discrete, then integrated).
+    Gpu,
+    /// A CUDA device.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceRequest {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => Self::Auto,
+            "cpu" | "flex" => Self::Cpu,
+            "wgpu" => Self::Wgpu,
+            "gpu" => Self::Gpu,
+            "cuda" => Self::Cuda(0),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(i)) => Self::Cuda(i),
+                _ => return Err(format!("unknown device `{other}` (auto, cpu, wgpu, gpu, cuda[:N])")),
+            },
+        })
+    }
+}
+
+/// Runs a tiny computation on `device`; false when the backend panics (no driver, no adapter).
+fn answers(device: &Device) -> bool {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let ok = catch_unwind(AssertUnwindSafe(|| {
+        let t = Tensor::<1>::from_floats([1.0, 2.0], device);
+        t.sum().into_scalar::<f32>() == 3.0
+    }))
+    .unwrap_or(false);
+    std::panic::set_hook(hook);
+    ok
+}
+
+/// The device for a request and a human-readable description of it.
+///
+/// # Errors
+/// [`TrainError::Config`] when the backend is not compiled in or the device does not answer.
+pub fn select_device(request: DeviceRequest) -> Result<(Device, String), TrainError> {
+    let unavailable = |what: &str| TrainError::Config(format!("{what} is not available in this build or on this machine"));
+    match request {
+        DeviceRequest::Cpu => Ok((Device::flex(), "cpu (flex)".into())),
+        DeviceRequest::Cuda(_i) => {
+            #[cfg(feature = "cuda")]
+            {
+                let d = Device::cuda(_i);
+                if answers(&d) {
+                    return Ok((d, format!("cuda:{_i}")));
+                }
+            }
+            Err(unavailable("CUDA"))
+        }
+        DeviceRequest::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            {
+                let d = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+                if answers(&d) {
+                    return Ok((d, "wgpu (default adapter)".into()));
+                }
+            }
+            Err(unavailable("wgpu"))
+        }
+        DeviceRequest::Gpu => {
+            #[cfg(feature = "wgpu")]
+            for (kind, name) in [
+                (burn::tensor::DeviceKind::DiscreteGpu(0), "wgpu discrete GPU 0"),
+                (burn::tensor::DeviceKind::IntegratedGpu(0), "wgpu integrated GPU 0"),
+            ] {
+                let d = Device::wgpu(kind);
+                if answers(&d) {
+                    return Ok((d, name.into()));
+                }
+            }
+            Err(unavailable("a hardware GPU"))
+        }
+        DeviceRequest::Auto => {
+            #[cfg(feature = "cuda")]
+            if let Ok(found) = select_device(DeviceRequest::Cuda(0)) {
+                return Ok(found);
+            }
+            if let Ok(found) = select_device(DeviceRequest::Gpu) {
+                return Ok(found);
+            }
+            Ok((Device::flex(), "cpu (flex; no GPU found)".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!("cuda:2".parse::<DeviceRequest>(), Ok(DeviceRequest::Cuda(2)));
+        assert_eq!("cpu".parse::<DeviceRequest>(), Ok(DeviceRequest::Cpu));
+        assert!("tpu".parse::<DeviceRequest>().is_err());
+        assert!(select_device(DeviceRequest::Cpu).is_ok());
+    }
+}

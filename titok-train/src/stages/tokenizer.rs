@@ -1,0 +1,270 @@
+//! Training a TiTok tokenizer: stage 1 ("proxy codes": the decoder predicts the codes a frozen
+//! MaskGIT-VQGAN teacher assigns to the same augmented image) and the single-stage recipe
+//! (straight to pixels).
+//!
+//! Source: `modeling/modules/losses.py::ReconstructionLoss_Stage1` /
+//! `ReconstructionLoss_Single_Stage`, `scripts/train_titok.py`; REFERENCE §7a, §7c.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::module::{Module, Param};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor};
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
+use titok_model::checkpoint::{StorageDType, load_titok, load_vqgan, save_titok};
+use titok_model::loss::proxy_code_cross_entropy;
+use titok_model::{CodebookStats, MaskgitVqgan, Titok};
+
+use super::runner::{Launch, MetricSpec, launch, open_data, spread, train_loader, valid_loader};
+use crate::config::TrainConfig;
+use crate::data::image_io::save_png_grid;
+use crate::data::{ImageBatch, ImageBatcher, Transform};
+use crate::eval::psnr;
+use crate::train::TrainError;
+use crate::train::ema::{ema_counter, ema_step};
+use crate::train::metrics::StepTerms;
+use crate::train::optim::{AdamWSettings, adamw_with_groups, clip_grad_norm};
+use crate::train::run::RunDir;
+use crate::train::schedule::WarmupCosine;
+use crate::train::strategy::StepHook;
+
+/// What the decoder is trained to produce.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TokenizerObjective {
+    /// Stage 1: cross-entropy against the teacher's codes + `quantizer_weight` × quantizer loss.
+    ProxyCodes {
+        /// Weight of the quantizer loss (official 1.0).
+        quantizer_weight: f64,
+    },
+    /// Single stage: `l2_weight` × MSE to the pixels + `quantizer_weight` × quantizer loss
+    /// (or `kl_weight` × KL for VAE tokenizers).
+    Pixels {
+        /// Weight of the pixel MSE.
+        l2_weight: f64,
+        /// Weight of the quantizer loss.
+        quantizer_weight: f64,
+        /// Weight of the KL term (VAE).
+        kl_weight: f64,
+    },
+}
+
+/// The module burn-train trains: the tokenizer, its EMA copy and the frozen teacher.
+#[derive(Module, Debug)]
+pub struct TokenizerTrainee {
+    /// The trained tokenizer.
+    pub model: Titok,
+    /// Exponential moving average of `model` (not trained; exported at checkpoints).
+    pub ema: Titok,
+    /// Stage 1: the frozen MaskGIT-VQGAN teacher that provides the proxy codes.
+    pub teacher: Option<MaskgitVqgan>,
+    /// Number of EMA updates so far (a buffer, saved with the checkpoint).
+    pub ema_updates: Param<Tensor<1>>,
+    /// The objective.
+    #[module(skip)]
+    pub objective: TokenizerObjective,
+    /// Maximum EMA decay (0 = no EMA: `ema` follows `model`).
+    #[module(skip)]
+    pub ema_max_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    #[module(skip)]
+    pub grad_clip: f64,
+}
+
+impl TokenizerTrainee {
+    /// Wraps a tokenizer for training; the EMA starts as a copy, the teacher is frozen.
+    pub fn new(model: Titok, teacher: Option<MaskgitVqgan>, objective: TokenizerObjective, ema_max_decay: f64, grad_clip: f64) -> Self {
+        let device = model.latent_tokens.device();
+        Self {
+            ema: model.clone().no_grad(),
+            model,
+            teacher: teacher.map(|t| t.no_grad()),
+            ema_updates: ema_counter(&device),
+            objective,
+            ema_max_decay,
+            grad_clip,
+        }
+    }
+
+    /// Loss and logged terms of one batch.
+    fn forward_loss(&self, images: Tensor<4>) -> (Tensor<1>, StepTerms) {
+        let b = images.dims()[0];
+        let enc = self.model.encode_unchecked(images.clone());
+        let mut terms = StepTerms::new(b);
+        if let Some(ids) = &enc.tokens {
+            let n = self.model.config.codebook_size;
+            let stats = CodebookStats::from_ids(ids_to_vec(ids.clone()), n);
+            terms = terms.with("usage", stats.usage).with("perplexity", stats.perplexity);
+        }
+        let quantizer = enc.losses.as_ref().map(|l| l.quantizer_loss.clone());
+        let (loss, terms) = match self.objective {
+            TokenizerObjective::ProxyCodes { quantizer_weight } => {
+                let teacher = self.teacher.as_ref().expect("stage 1 needs a teacher");
+                let targets = teacher.encode(images.clone().detach()); // [b, G²]
+                let logits = self.model.decode(enc.latents);
+                let ce = proxy_code_cross_entropy(logits, targets.to_device(&self.model.latent_tokens.device()));
+                let q = quantizer.expect("stage 1 is VQ");
+                let terms = terms.with("ce", scalar(&ce)).with("quantizer", scalar(&q));
+                (ce + q.mul_scalar(quantizer_weight), terms)
+            }
+            TokenizerObjective::Pixels { l2_weight, quantizer_weight, kl_weight } => {
+                let (latents, reg) = match (&enc.posterior, quantizer) {
+                    (Some(post), _) => {
+                        let kl = post.kl().mean().mul_scalar(kl_weight);
+                        (post.sample(), kl)
+                    }
+                    (None, Some(q)) => (enc.latents, q.mul_scalar(quantizer_weight)),
+                    (None, None) => unreachable!("VQ or VAE"),
+                };
+                let recon = self.model.decode(latents);
+                let mse = (recon.clone() - images.clone()).square().mean();
+                let psnr = psnr(recon.clone().detach().clamp(0.0, 1.0), images.detach())
+                    .map(|p| p.mean().into_scalar::<f64>())
+                    .unwrap_or(f64::NAN);
+                let terms = terms.with("l2", scalar(&mse)).with("regularizer", scalar(&reg)).with("psnr", psnr);
+                (mse.mul_scalar(l2_weight) + reg, terms)
+            }
+        };
+        let terms = terms.with("loss", scalar(&loss));
+        (loss, terms)
+    }
+}
+
+impl TrainStep for TokenizerTrainee {
+    type Input = ImageBatch;
+    type Output = StepTerms;
+
+    fn step(&self, batch: ImageBatch) -> TrainOutput<StepTerms> {
+        let (loss, terms) = self.forward_loss(batch.images);
+        TrainOutput::new(self, loss.backward(), terms)
+    }
+
+    fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, mut grads: GradientsParams) -> Self {
+        if self.grad_clip > 0.0 {
+            clip_grad_norm(&self.model, &mut grads, self.grad_clip);
+        }
+        let mut next = optim.step(lr, self, grads);
+        next.ema = ema_step(next.ema, &next.model, &mut next.ema_updates, next.ema_max_decay);
+        next
+    }
+}
+
+impl InferenceStep for TokenizerTrainee {
+    type Input = ImageBatch;
+    type Output = StepTerms;
+
+    fn step(&self, batch: ImageBatch) -> StepTerms {
+        self.forward_loss(batch.images).1
+    }
+}
+
+fn scalar(t: &Tensor<1>) -> f64 {
+    t.clone().into_scalar::<f64>()
+}
+
+fn ids_to_vec(ids: Tensor<2, Int>) -> Vec<i64> {
+    ids.try_into_vec_as::<i64>().unwrap_or_default()
+}
+
+/// Trains a TiTok tokenizer as configured (`objective` picks stage 1 or single stage) in the
+/// run folder, resuming when it holds a checkpoint. Writes the EMA weights as an official HF
+/// folder at every checkpoint and a PNG grid (inputs above, reconstructions below) at every
+/// validation.
+///
+/// # Errors
+/// [`TrainError`] for configurations, data, checkpoints and failed runs.
+pub fn train_tokenizer(config: TrainConfig, stage1: bool, run_dir: &Path, device: &Device) -> Result<Titok, TrainError> {
+    config.validate_run()?;
+    let titok_config = config.titok()?;
+    let run = RunDir::create(run_dir)?;
+    let (train, valid) = open_data(&config)?;
+    device.seed(config.run.seed);
+    let model = match &config.model.init {
+        Some(dir) => load_titok(dir, device)?,
+        None => Titok::new(&titok_config, device)?,
+    };
+    let teacher = if stage1 {
+        if !titok_config.is_legacy {
+            return Err(TrainError::Config("stage 1 (proxy codes) needs a two-stage (is_legacy) model".into()));
+        }
+        let path = config.teacher.as_ref().ok_or_else(|| TrainError::Config("stage 1 needs `teacher` (a MaskGIT-VQGAN)".into()))?;
+        let teacher = load_vqgan(path, device)?;
+        if teacher.quantize.codebook_size() != titok_config.pixel_vqgan.codebook_size {
+            return Err(TrainError::Config(format!(
+                "teacher codebook {} != model proxy-code head {}",
+                teacher.quantize.codebook_size(),
+                titok_config.pixel_vqgan.codebook_size
+            )));
+        }
+        Some(teacher)
+    } else {
+        if titok_config.is_legacy && !titok_config.finetune_decoder {
+            return Err(TrainError::Config("single-stage training needs a model that decodes to pixels".into()));
+        }
+        None
+    };
+    let objective = if stage1 {
+        TokenizerObjective::ProxyCodes { quantizer_weight: config.loss.quantizer_weight }
+    } else {
+        TokenizerObjective::Pixels {
+            l2_weight: config.loss.l2_weight,
+            quantizer_weight: config.loss.quantizer_weight,
+            kl_weight: config.loss.kl_weight,
+        }
+    };
+    let trainee = TokenizerTrainee::new(model, teacher, objective, config.run.ema_decay, config.optim.grad_clip);
+    let o = &config.optim;
+    let optim = adamw_with_groups(
+        &trainee,
+        AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() },
+    );
+    let schedule = WarmupCosine::new(o.lr, o.end_lr, o.warmup_steps, config.run.total_steps as usize);
+
+    let preview = spread(&valid, 8);
+    let preview = ImageBatcher::new(Transform::eval(config.data.image_size as u32)).batch(preview, device);
+    let samples = run.samples();
+    let on_validation: StepHook<TokenizerTrainee> = Arc::new(move |t: &TokenizerTrainee, step| {
+        let ema = t.ema.valid();
+        let images = preview.images.clone().to_device(&ema.latent_tokens.device());
+        let enc = ema.encode_unchecked(images.clone());
+        let recon = match (&t.teacher, ema.config.decodes_to_pixels()) {
+            (_, true) => ema.decode(enc.latents),
+            (Some(teacher), false) => {
+                let logits = ema.decode(enc.latents);
+                let [b, n, h, w] = logits.dims();
+                let codes = logits.reshape([b, n, h * w]).argmax(1).reshape([b, h * w]);
+                teacher.valid().decode_codes(codes)
+            }
+            (None, false) => return Ok(()),
+        };
+        let grid = Tensor::cat(vec![images, recon.clamp(0.0, 1.0)], 0);
+        save_png_grid(&samples.join(format!("recon-{step:07}.png")), grid, preview.len())
+            .map_err(|e| TrainError::Data(e.to_string()))
+    });
+    let weights_run = run.clone();
+    let keep = config.run.keep_checkpoints;
+    let every = config.run.checkpoint_every;
+    let on_checkpoint: StepHook<TokenizerTrainee> = Arc::new(move |t: &TokenizerTrainee, step| {
+        save_titok(&t.ema.valid(), &weights_run.weights_dir(step), StorageDType::F32)?;
+        weights_run.prune_weights(step, keep, every);
+        Ok(())
+    });
+    let metrics: MetricSpec = if stage1 {
+        &[("loss", "Loss", false), ("ce", "Proxy-code CE", false), ("quantizer", "Quantizer loss", false), ("usage", "Codebook usage", true), ("perplexity", "Perplexity", true)]
+    } else {
+        &[("loss", "Loss", false), ("l2", "L2", false), ("regularizer", "Quantizer/KL", false), ("psnr", "PSNR (dB)", true), ("usage", "Codebook usage", true), ("perplexity", "Perplexity", true)]
+    };
+    let launch_args = Launch {
+        train: train_loader(&config, &train, device),
+        valid: valid_loader(&config, valid, device),
+        config,
+        run,
+        device: device.clone(),
+        metrics,
+        on_checkpoint,
+        on_validation,
+    };
+    Ok(launch(trainee, optim, schedule, launch_args)?.ema)
+}

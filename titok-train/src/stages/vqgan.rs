@@ -1,0 +1,183 @@
+//! Training the 2D MaskGIT-VQGAN tokenizer, the stage-1 teacher when no pretrained one is at
+//! hand: pixel L2 + quantizer loss (commitment + codebook) with the straight-through estimator.
+//!
+//! Source: the MaskGIT-VQGAN of `modeling/modules/maskgit_vqgan.py` (the official code only
+//! loads it); the losses are the VQ-VAE objective of the quantizer (REFERENCE §4-5).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::module::{Module, Param};
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
+use titok_model::checkpoint::{StorageDType, load_vqgan, save_vqgan};
+use titok_model::{CodebookStats, MaskgitVqgan, VqganConfig};
+
+use super::runner::{Launch, MetricSpec, launch, open_data, spread, train_loader, valid_loader};
+use crate::config::TrainConfig;
+use crate::data::image_io::save_png_grid;
+use crate::data::{ImageBatch, ImageBatcher, Transform};
+use crate::eval::psnr;
+use crate::train::TrainError;
+use crate::train::ema::{ema_counter, ema_step};
+use crate::train::metrics::StepTerms;
+use crate::train::optim::{AdamWSettings, adamw_with_groups, clip_grad_norm};
+use crate::train::run::RunDir;
+use crate::train::schedule::WarmupCosine;
+use crate::train::strategy::StepHook;
+
+/// The module burn-train trains: the VQGAN and its EMA copy.
+#[derive(Module, Debug)]
+pub struct VqganTrainee {
+    /// The trained model.
+    pub model: MaskgitVqgan,
+    /// Exponential moving average of `model`.
+    pub ema: MaskgitVqgan,
+    /// Number of EMA updates so far.
+    pub ema_updates: Param<Tensor<1>>,
+    /// Pixel L2 weight.
+    #[module(skip)]
+    pub l2_weight: f64,
+    /// Quantizer loss weight.
+    #[module(skip)]
+    pub quantizer_weight: f64,
+    /// Maximum EMA decay (0 = none).
+    #[module(skip)]
+    pub ema_max_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    #[module(skip)]
+    pub grad_clip: f64,
+}
+
+impl VqganTrainee {
+    fn forward_loss(&self, images: Tensor<4>) -> (Tensor<1>, StepTerms) {
+        let b = images.dims()[0];
+        let latents = self.model.encoder.forward(images.clone());
+        let (z_q, q) = self.model.quantize_latents(latents);
+        let recon = self.model.decoder.forward(z_q);
+        let l2 = (recon.clone() - images.clone()).square().mean();
+        let loss = l2.clone().mul_scalar(self.l2_weight) + q.losses.quantizer_loss.clone().mul_scalar(self.quantizer_weight);
+        let stats = CodebookStats::from_ids(
+            q.indices.try_into_vec_as::<i64>().unwrap_or_default(),
+            self.model.quantize.codebook_size(),
+        );
+        let psnr = psnr(recon.detach().clamp(0.0, 1.0), images.detach())
+            .map(|p| p.mean().into_scalar::<f64>())
+            .unwrap_or(f64::NAN);
+        let terms = StepTerms::new(b)
+            .with("loss", loss.clone().into_scalar::<f64>())
+            .with("l2", l2.into_scalar::<f64>())
+            .with("quantizer", q.losses.quantizer_loss.into_scalar::<f64>())
+            .with("psnr", psnr)
+            .with("usage", stats.usage)
+            .with("perplexity", stats.perplexity);
+        (loss, terms)
+    }
+}
+
+impl TrainStep for VqganTrainee {
+    type Input = ImageBatch;
+    type Output = StepTerms;
+
+    fn step(&self, batch: ImageBatch) -> TrainOutput<StepTerms> {
+        let (loss, terms) = self.forward_loss(batch.images);
+        TrainOutput::new(self, loss.backward(), terms)
+    }
+
+    fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, mut grads: GradientsParams) -> Self {
+        if self.grad_clip > 0.0 {
+            clip_grad_norm(&self.model, &mut grads, self.grad_clip);
+        }
+        let mut next = optim.step(lr, self, grads);
+        next.ema = ema_step(next.ema, &next.model, &mut next.ema_updates, next.ema_max_decay);
+        next
+    }
+}
+
+impl InferenceStep for VqganTrainee {
+    type Input = ImageBatch;
+    type Output = StepTerms;
+
+    fn step(&self, batch: ImageBatch) -> StepTerms {
+        self.forward_loss(batch.images).1
+    }
+}
+
+/// Trains a MaskGIT-VQGAN as configured (`model.vqgan`, default the official numbers) in the
+/// run folder, resuming when it holds a checkpoint. Writes the EMA weights (official teacher
+/// keys + config) at every checkpoint and a reconstruction grid at every validation.
+///
+/// # Errors
+/// [`TrainError`] for configurations, data, checkpoints and failed runs.
+pub fn train_vqgan(config: TrainConfig, run_dir: &Path, device: &Device) -> Result<MaskgitVqgan, TrainError> {
+    config.validate_run()?;
+    let vq_config = config.model.vqgan.clone().unwrap_or_else(VqganConfig::official);
+    vq_config.validate()?;
+    let f = vq_config.downsample_factor();
+    if config.data.image_size % f != 0 {
+        return Err(TrainError::Config(format!("image size {} is not a multiple of the VQGAN factor {f}", config.data.image_size)));
+    }
+    let run = RunDir::create(run_dir)?;
+    let (train, valid) = open_data(&config)?;
+    device.seed(config.run.seed);
+    let model = match &config.model.init {
+        Some(path) => load_vqgan(path, device)?,
+        None => MaskgitVqgan::new(&vq_config, device),
+    };
+    let trainee = VqganTrainee {
+        ema: model.clone().no_grad(),
+        model,
+        ema_updates: ema_counter(device),
+        l2_weight: config.loss.l2_weight,
+        quantizer_weight: config.loss.quantizer_weight,
+        ema_max_decay: config.run.ema_decay,
+        grad_clip: config.optim.grad_clip,
+    };
+    let o = &config.optim;
+    let optim = adamw_with_groups(
+        &trainee,
+        AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() },
+    );
+    let schedule = WarmupCosine::new(o.lr, o.end_lr, o.warmup_steps, config.run.total_steps as usize);
+
+    let preview = ImageBatcher::new(Transform::eval(config.data.image_size as u32)).batch(spread(&valid, 8), device);
+    let samples = run.samples();
+    let on_validation: StepHook<VqganTrainee> = Arc::new(move |t: &VqganTrainee, step| {
+        let ema = t.ema.valid();
+        let images = preview.images.clone().to_device(&ema.quantize.embedding.weight.device());
+        let (z_q, _) = ema.quantize_latents(ema.encoder.forward(images.clone()));
+        let recon = ema.decoder.forward(z_q).clamp(0.0, 1.0);
+        save_png_grid(&samples.join(format!("recon-{step:07}.png")), Tensor::cat(vec![images, recon], 0), preview.len())
+            .map_err(|e| TrainError::Data(e.to_string()))
+    });
+    let weights_run = run.clone();
+    let (keep, every) = (config.run.keep_checkpoints, config.run.checkpoint_every);
+    let saved_config = vq_config.clone();
+    let on_checkpoint: StepHook<VqganTrainee> = Arc::new(move |t: &VqganTrainee, step| {
+        save_vqgan(&t.ema.valid(), &saved_config, &weights_run.weights_dir(step), StorageDType::F32)?;
+        weights_run.prune_weights(step, keep, every);
+        Ok(())
+    });
+    const METRICS: MetricSpec = &[
+        ("loss", "Loss", false),
+        ("l2", "L2", false),
+        ("quantizer", "Quantizer loss", false),
+        ("psnr", "PSNR (dB)", true),
+        ("usage", "Codebook usage", true),
+        ("perplexity", "Perplexity", true),
+    ];
+    let launch_args = Launch {
+        train: train_loader(&config, &train, device),
+        valid: valid_loader(&config, valid, device),
+        config,
+        run,
+        device: device.clone(),
+        metrics: METRICS,
+        on_checkpoint,
+        on_validation,
+    };
+    Ok(launch(trainee, optim, schedule, launch_args)?.ema)
+}

@@ -1,0 +1,170 @@
+//! Live training metrics for burn-train's renderers (terminal dashboard, plain text in CI):
+//! every named scalar a training step reports (loss terms, PSNR, codebook usage and
+//! perplexity, ...) and the images/s throughput.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::tensor::TensorReadError;
+use burn::train::metric::state::{FormatOptions, NumericMetricState};
+use burn::train::metric::{
+    Adaptor, ItemLazy, Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes,
+    NumericEntry, SerializedEntry,
+};
+
+/// Named scalars of one training or validation step, already on the host.
+#[derive(Debug, Clone, Default)]
+pub struct StepTerms {
+    /// Images in the batch (the weight of this step's values in running means).
+    pub batch_size: usize,
+    /// `(name, value)` pairs, e.g. `("loss", 6.9)`, `("psnr", 18.2)`.
+    pub terms: Vec<(&'static str, f64)>,
+}
+
+impl StepTerms {
+    /// An empty set for a batch of `batch_size` images.
+    pub fn new(batch_size: usize) -> Self {
+        Self { batch_size, terms: Vec::new() }
+    }
+
+    /// Adds a term.
+    pub fn with(mut self, name: &'static str, value: f64) -> Self {
+        self.terms.push((name, value));
+        self
+    }
+
+    /// The value of a term.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.terms.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+}
+
+impl ItemLazy for StepTerms {
+    fn sync(self) -> Result<Self, burn::tensor::ExecutionError> {
+        Ok(self)
+    }
+}
+
+impl Adaptor<StepTerms> for StepTerms {
+    fn adapt(&self) -> StepTerms {
+        self.clone()
+    }
+}
+
+/// A numeric metric that follows one named term of [`StepTerms`].
+#[derive(Clone)]
+pub struct TermMetric {
+    key: &'static str,
+    name: MetricName,
+    higher_is_better: bool,
+    precision: usize,
+    state: NumericMetricState,
+}
+
+impl TermMetric {
+    /// Follows `key`, displayed as `label`.
+    pub fn new(key: &'static str, label: &str, higher_is_better: bool) -> Self {
+        Self { key, name: Arc::new(label.to_string()), higher_is_better, precision: 4, state: NumericMetricState::default() }
+    }
+
+    /// Digits after the decimal point.
+    pub fn precision(mut self, precision: usize) -> Self {
+        self.precision = precision;
+        self
+    }
+}
+
+impl Metric for TermMetric {
+    type Input = StepTerms;
+
+    fn name(&self) -> MetricName {
+        self.name.clone()
+    }
+
+    fn attributes(&self) -> MetricAttributes {
+        NumericAttributes { unit: None, higher_is_better: self.higher_is_better }.into()
+    }
+
+    fn update(&mut self, item: &StepTerms, _metadata: &MetricMetadata) -> Result<SerializedEntry, TensorReadError> {
+        if let Some(v) = item.get(self.key) {
+            self.state.update(v, item.batch_size.max(1));
+        }
+        Ok(self.state.compute_update(FormatOptions::new(self.name()).precision(self.precision)))
+    }
+
+    fn compute(&mut self) -> Result<SerializedEntry, TensorReadError> {
+        Ok(self.state.compute_final(FormatOptions::new(self.name()).precision(self.precision)))
+    }
+
+    fn clear(&mut self) {
+        self.state.reset()
+    }
+}
+
+impl Numeric for TermMetric {
+    fn value(&self) -> Option<NumericEntry> {
+        Some(self.state.current_value())
+    }
+    fn running_value(&self) -> Option<NumericEntry> {
+        Some(self.state.running_value())
+    }
+    fn final_value(&self) -> NumericEntry {
+        self.state.final_value()
+    }
+}
+
+/// Training throughput in images per second, measured between consecutive steps.
+#[derive(Clone)]
+pub struct ImagesPerSecond {
+    name: MetricName,
+    last: Option<Instant>,
+    state: NumericMetricState,
+}
+
+impl Default for ImagesPerSecond {
+    fn default() -> Self {
+        Self { name: Arc::new("images/s".into()), last: None, state: NumericMetricState::default() }
+    }
+}
+
+impl Metric for ImagesPerSecond {
+    type Input = StepTerms;
+
+    fn name(&self) -> MetricName {
+        self.name.clone()
+    }
+
+    fn attributes(&self) -> MetricAttributes {
+        NumericAttributes { unit: Some("img/s".into()), higher_is_better: true }.into()
+    }
+
+    fn update(&mut self, item: &StepTerms, _metadata: &MetricMetadata) -> Result<SerializedEntry, TensorReadError> {
+        let now = Instant::now();
+        if let Some(last) = self.last.replace(now) {
+            let secs = now.duration_since(last).as_secs_f64().max(1e-9);
+            self.state.update(item.batch_size as f64 / secs, 1);
+        }
+        Ok(self.state.compute_update(FormatOptions::new(self.name()).precision(1)))
+    }
+
+    fn compute(&mut self) -> Result<SerializedEntry, TensorReadError> {
+        Ok(self.state.compute_final(FormatOptions::new(self.name()).precision(1)))
+    }
+
+    fn clear(&mut self) {
+        self.state.reset();
+        self.last = None;
+    }
+}
+
+impl Numeric for ImagesPerSecond {
+    fn value(&self) -> Option<NumericEntry> {
+        Some(self.state.current_value())
+    }
+    fn running_value(&self) -> Option<NumericEntry> {
+        Some(self.state.running_value())
+    }
+    fn final_value(&self) -> NumericEntry {
+        self.state.final_value()
+    }
+}

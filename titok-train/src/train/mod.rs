@@ -1,0 +1,45 @@
+//! Training machinery shared by every stage: deterministic data streaming, the official
+//! optimizer groups and schedule, EMA, metrics, the run directory with atomic checkpoints, and
+//! the step-based burn-train strategy.
+
+pub mod ema;
+pub mod metrics;
+pub mod optim;
+pub mod run;
+pub mod schedule;
+pub mod strategy;
+pub mod stream;
+
+use std::path::Path;
+
+/// Errors of training runs.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A configuration that cannot be used.
+    #[error("invalid training configuration: {0}")]
+    Config(String),
+    /// A run that cannot be resumed.
+    #[error("cannot resume: {0}")]
+    Resume(String),
+    /// File-system trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// From the model crate (checkpoints, configs).
+    #[error(transparent)]
+    Model(#[from] titok_model::TitokError),
+    /// From the data pipeline.
+    #[error("data: {0}")]
+    Data(String),
+}
+
+impl TrainError {
+    /// An I/O error about `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), source }
+    }
+}
