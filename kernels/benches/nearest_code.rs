@@ -63,7 +63,12 @@ struct Options {
 
 fn options() -> Options {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let default_device = if cfg!(feature = "wgpu") { "wgpu" } else { "flex" };
     let device_name = value("--device").unwrap_or_else(|| default_device.to_string());
     let device = match device_name.as_str() {
@@ -119,7 +124,11 @@ fn main() {
     let path = NearestCodePath::for_device(device);
     let on_gpu = path == NearestCodePath::FusedKernel;
     let (ns, ks, ds): (Vec<usize>, Vec<usize>, Vec<usize>) = if opts.full {
-        (vec![4096 * 32, 4096 * 64, 4096 * 128], vec![1024, 4096, 8192, 16384], vec![12, 16, 64, 256])
+        (
+            vec![4096 * 32, 4096 * 64, 4096 * 128],
+            vec![1024, 4096, 8192, 16384],
+            vec![12, 16, 64, 256],
+        )
     } else if on_gpu {
         (vec![2048], vec![1024, 4096], vec![12, 64])
     } else {
@@ -128,7 +137,11 @@ fn main() {
     println!(
         "device: {} ({path:?}), {} grid, median of {} calls after 1 warm-up, f32",
         opts.device_name,
-        if opts.full { "full" } else { "reduced (--full for the issue's grid)" },
+        if opts.full {
+            "full"
+        } else {
+            "reduced (--full for the issue's grid)"
+        },
         opts.iters
     );
     let mem_note = if on_gpu { " (analytic)" } else { " (host, measured)" };
@@ -144,13 +157,16 @@ fn main() {
                 let codebook = Tensor::<2>::random([k, d], Distribution::Normal(0.0, 1.0), device);
                 device.sync().expect("sync");
 
-                let (fused_s, fused_host) = time(device, opts.iters, || nearest_code(z.clone(), codebook.clone(), false));
+                let (fused_s, fused_host) =
+                    time(device, opts.iters, || nearest_code(z.clone(), codebook.clone(), false));
                 let product_bytes = 4.0 * n as f64 * k as f64;
                 let unfused = if product_bytes > opts.max_unfused_bytes {
                     Err(format!("skipped ({} product)", human_bytes(product_bytes)))
                 } else {
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        time(device, opts.iters, || nearest_code_reference(z.clone(), codebook.clone(), false))
+                        time(device, opts.iters, || {
+                            nearest_code_reference(z.clone(), codebook.clone(), false)
+                        })
                     }))
                     .map_err(|_| "failed (out of memory?)".to_string())
                 };

@@ -1,20 +1,20 @@
 //! Launch of the fused kernel: the [`NearestCodeBackend`] impl of Burn's CubeCL backend (wgpu,
 //! cuda, any CubeCL runtime), plus the output metadata the lazy `Fusion` wrapper needs.
 
+use burn::backend::TensorMetadata;
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::{FloatTensor, IntTensor};
-use burn::backend::TensorMetadata;
 use burn::tensor::{DType, IntDType, Shape};
+use burn_cubecl::CubeBackend;
 use burn_cubecl::cubecl;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
-use burn_cubecl::CubeBackend;
 use cubecl::{CubeCount, CubeDim};
 
-use crate::kernel::{TileConfig, nearest_code_kernel};
 use crate::NearestCodeBackend;
+use crate::kernel::{TileConfig, nearest_code_kernel};
 
 /// Units along the codes of a tile (power of two) and along the rows of a block.
 const CODE_LANES: usize = 16;
@@ -106,7 +106,12 @@ pub(crate) fn launch_nearest_code(
     }
 
     let hardware = &client.properties().hardware;
-    let tile = tile_config(d, l2_normalize, hardware.max_units_per_cube as usize, hardware.max_shared_memory_size);
+    let tile = tile_config(
+        d,
+        l2_normalize,
+        hardware.max_units_per_cube as usize,
+        hardware.max_shared_memory_size,
+    );
     let cubes = n.div_ceil(tile.block_rows());
     let cubes_x = cubes.min(MAX_CUBES_PER_AXIS);
     let cubes_y = cubes.div_ceil(cubes_x);

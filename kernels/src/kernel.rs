@@ -96,8 +96,9 @@ impl TileConfig {
 
 /// Nearest codebook row and its squared distance for every latent row.
 ///
-/// * `z`: latents `[N, D]`, contiguous, f32/f16/bf16 (accumulated in f32).
-/// * `codebook`: `[K, D]`, contiguous, same dtype, `K >= 1`.
+/// * `z`: latents `[N, D]`, f32/f16/bf16 (accumulated in f32); read through its strides, but
+///   contiguous rows give coalesced loads (the launcher makes them so).
+/// * `codebook`: `[K, D]`, same dtype, `K >= 1`.
 /// * `out_index`: `[N]`, index in `0..K` (lowest index on ties).
 /// * `out_distance`: `[N]` f32, the minimum squared distance.
 ///
@@ -149,8 +150,12 @@ pub(crate) fn nearest_code_kernel<F: Float, I: Int>(
         best_index[i] = NO_CODE;
     }
 
-    // Resident rows (D <= depth): the unit's rows live in registers for the whole kernel.
-    let mut z_regs = Array::<f32>::new(comptime!(if tile.resident_rows { tile.rows_per_unit * tile.depth } else { 1 }));
+    // Resident rows (D <= 16, depth = D): the unit's rows live in registers for the whole kernel.
+    let mut z_regs = Array::<f32>::new(comptime!(if tile.resident_rows {
+        tile.rows_per_unit * tile.depth
+    } else {
+        1
+    }));
     if tile.resident_rows {
         load_tile::<F>(z, &mut zs, row0, n, 0, d, unit, units, z_loads, bm, zs_stride, depth);
         sync_cube();
@@ -191,7 +196,9 @@ pub(crate) fn nearest_code_kernel<F: Float, I: Int>(
             if !tile.resident_rows {
                 load_tile::<F>(z, &mut zs, row0, n, col0, d, unit, units, z_loads, bm, zs_stride, depth);
             }
-            load_tile::<F>(codebook, &mut cs, code0, k, col0, d, unit, units, c_loads, bn, cs_stride, depth);
+            load_tile::<F>(
+                codebook, &mut cs, code0, k, col0, d, unit, units, c_loads, bn, cs_stride, depth,
+            );
             sync_cube();
 
             #[unroll]
@@ -290,8 +297,8 @@ pub(crate) fn nearest_code_kernel<F: Float, I: Int>(
 }
 
 /// Loads rows `first..first + block` (clipped to `rows`), columns `col0..col0 + depth`
-/// (clipped to `cols`) of a row-major `[rows, cols]` tensor into `tile[col][row]` (row stride
-/// `stride`), as f32; missing entries are 0, which adds nothing to any distance or norm.
+/// (clipped to `cols`) of a `[rows, cols]` tensor into `tile[col][row]` (row stride `stride`),
+/// as f32; missing entries are 0, which adds nothing to any distance or norm.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn load_tile<F: Float>(
@@ -318,7 +325,7 @@ fn load_tile<F: Float>(
             let col = col0 + kk;
             let mut value = 0.0f32;
             if row < rows && col < cols {
-                value = f32::cast_from(source[row * cols + col]);
+                value = f32::cast_from(source[row * source.stride(0) + col * source.stride(1)]);
             }
             tile[kk * stride + r] = value;
         }

@@ -137,7 +137,11 @@ pub fn nearest_code(z: Tensor<2>, codebook: Tensor<2>, l2_normalize: bool) -> Ne
 /// # Errors
 /// [`NearestCodeError`] when the widths differ, `K = 0`, `D = 0`, or the tensors live on
 /// different devices.
-pub fn try_nearest_code(z: Tensor<2>, codebook: Tensor<2>, l2_normalize: bool) -> Result<NearestCode, NearestCodeError> {
+pub fn try_nearest_code(
+    z: Tensor<2>,
+    codebook: Tensor<2>,
+    l2_normalize: bool,
+) -> Result<NearestCode, NearestCodeError> {
     let [n, d] = z.dims();
     let [k, dc] = codebook.dims();
     if d != dc {
@@ -149,7 +153,10 @@ pub fn try_nearest_code(z: Tensor<2>, codebook: Tensor<2>, l2_normalize: bool) -
     if d == 0 {
         return Err(NearestCodeError::ZeroWidth);
     }
-    let strategy = z.gradient_checkpointing_strategy();
+    // Autodiff mode of the caller, restored on the (untracked) outputs.
+    let strategy = z
+        .gradient_checkpointing_strategy()
+        .or(codebook.gradient_checkpointing_strategy());
     let (z, codebook) = (z.inner(), codebook.inner());
     let device = z.device();
     if device != codebook.device() {
@@ -230,7 +237,10 @@ fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 /// `x` back in the caller's device mode: lifted to autodiff (untracked) with the caller's
 /// checkpointing strategy, or left as is when the caller did not use autodiff.
-fn with_autodiff<const D: usize, K: Autodiff>(x: Tensor<D, K>, strategy: Option<GradientCheckpointingStrategy>) -> Tensor<D, K> {
+fn with_autodiff<const D: usize, K: Autodiff>(
+    x: Tensor<D, K>,
+    strategy: Option<GradientCheckpointingStrategy>,
+) -> Tensor<D, K> {
     match strategy {
         Some(strategy) => x.autodiff().with_gradient_checkpointing_strategy(strategy),
         None => x,

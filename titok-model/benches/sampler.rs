@@ -59,11 +59,7 @@ fn main() {
             px.try_into_vec_as::<f32>().expect("pixels");
         };
         let e2e = time(iters, &mut end_to_end);
-        println!(
-            "| {name} | {:.2} | {tok:.2} | {:.2} | {e2e:.2} |",
-            batch as f64 / tok,
-            batch as f64 / e2e
-        );
+        println!("| {name} | {:.2} | {tok:.2} | {:.2} | {e2e:.2} |", batch as f64 / tok, batch as f64 / e2e);
     }
 }
 

@@ -16,7 +16,9 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::ModuleSnapshot;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use titok_model::TitokError;
-use titok_model::checkpoint::{HfConfig, StorageDType, load_generator, read_safetensors_header, save_generator};
+use titok_model::checkpoint::{
+    HfConfig, StorageDType, load_generator, load_generator_weights, read_safetensors_header, save_generator,
+};
 use titok_model::generator::{
     GenerateOptions, Generator, GeneratorConfig, GivenTokens, GuidanceDecay, MaskSchedule, MlmLossConfig,
     ReplayUniform, SamplerConfig, SeededUniform, TokenPredictor, condition_tokens, generate, generate_with, inpaint,
@@ -161,6 +163,18 @@ fn generator_fixtures_match_the_official_code() {
     }
 }
 
+/// The same parity on the wgpu backend (lavapipe in CI): model, guidance and the sampler's
+/// sort / argmax / gather decisions.
+#[cfg(feature = "wgpu")]
+#[test]
+fn generator_fixtures_match_on_wgpu() {
+    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+    for dir in generator_fixtures() {
+        check_generator_fixture(&dir, &device);
+        eprintln!("wgpu parity ok: {}", dir.display());
+    }
+}
+
 #[test]
 fn mlm_loss_and_mask_schedules_match_the_official_code() {
     let device = test_device();
@@ -238,6 +252,9 @@ fn generator_folders_round_trip_exactly_with_official_keys() {
         let (p, q) = (generator_params(&model), generator_params(&back));
         assert_eq!(p.len(), a.len(), "{name}: one Burn parameter per official tensor");
         assert_eq!(p, q, "{name}: parameters differ after the round trip");
+        // The weights alone with a known config load the same model.
+        let direct = load_generator_weights(&src.join("model.safetensors"), model.config(), &device).unwrap();
+        assert_eq!(generator_params(&direct), p, "{name}: load_generator_weights differs");
         std::fs::remove_dir_all(out).unwrap();
     }
 }
@@ -315,7 +332,8 @@ fn sampling_is_reproducible_per_seed_and_inpainting_keeps_given_tokens() {
         assert!(a.iter().all(|&id| (0..layout.codebook_size as i64).contains(&id)));
 
         // Nothing known: the per-row inpainting schedule equals the official sampler.
-        let none = GivenTokens { ids: Tensor::zeros([b, k], &device), known: Tensor::<2, Int>::zeros([b, k], &device).bool() };
+        let none =
+            GivenTokens { ids: Tensor::zeros([b, k], &device), known: Tensor::<2, Int>::zeros([b, k], &device).bool() };
         let free = inpaint(&model, labels.clone(), none, &config, &mut SeededUniform::new(11)).unwrap();
         assert_eq!(free.try_into_vec_as::<i64>().unwrap(), a);
 
@@ -345,6 +363,8 @@ fn sampling_is_reproducible_per_seed_and_inpainting_keeps_given_tokens() {
         // Bad input is an error, not a panic.
         let bad = Tensor::<1, Int>::from_ints([1, 1000, 2], &device);
         assert!(matches!(generate(&model, bad, &config, &mut SeededUniform::new(0)), Err(TitokError::Input(_))));
+        let empty = Tensor::<1, Int>::from_data(TensorData::new(Vec::<i64>::new(), [0]), &device);
+        assert!(matches!(generate(&model, empty, &config, &mut SeededUniform::new(0)), Err(TitokError::Input(_))));
     }
 }
 
@@ -367,7 +387,10 @@ impl ModuleVisitor for GradCheck<'_> {
 #[test]
 fn mlm_training_step_reaches_every_parameter_and_eval_is_deterministic() {
     let device = Device::flex().autodiff();
-    for mut config in [GeneratorConfig::tiny(), GeneratorConfig { kind: titok_model::generator::GeneratorKind::UVit, ..GeneratorConfig::tiny() }] {
+    for mut config in [
+        GeneratorConfig::tiny(),
+        GeneratorConfig { kind: titok_model::generator::GeneratorKind::UVit, ..GeneratorConfig::tiny() },
+    ] {
         config.num_hidden_layers = 2;
         let model = Generator::new(&config, &device).unwrap();
         let layout = model.layout();

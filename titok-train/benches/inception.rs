@@ -3,7 +3,8 @@
 //! `cargo bench --workspace --bench inception [-- --batch 8] [--iters 3] [--size 256] [--device flex|wgpu]`
 //! Uses `../shared/weights/fid_inception_v3_pool3.safetensors` when present (speed does not
 //! depend on the weights). Prints images/s of `InceptionV3::features` (resize to 299 included),
-//! then the time of `FeatureAccumulator` + `FidStats::fid` on 2048-d features.
+//! then the time of `FeatureAccumulator` + `FidStats::fid` on 2048-d features (full rank and
+//! rank-deficient).
 
 use std::path::Path;
 use std::time::Instant;
@@ -51,29 +52,30 @@ fn main() {
         batch as f64 / per_batch
     );
 
-    // Fréchet distance on 2048-d features (random, full rank when rows > 2048).
+    // Fréchet distance on 2048-d features: full rank (Cholesky path) and rank-deficient
+    // (fewer rows than dimensions: eigen-decomposition path).
     println!();
-    println!("| step | size | seconds |");
+    println!("| step | features | seconds |");
     println!("|---|---|---|");
     let mut state = 0x9e3779b97f4a7c15u64;
-    let mut next = || {
+    let mut next = move || {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((state >> 40) as f32) / (1u64 << 24) as f32
     };
-    let feats_a: Vec<f32> = (0..rows * 2048).map(|_| next()).collect();
-    let feats_b: Vec<f32> = (0..rows * 2048).map(|_| next() * 1.1).collect();
-    let t = Instant::now();
-    let mut acc_a = FeatureAccumulator::new(2048);
-    acc_a.push_rows(&feats_a).expect("rows");
-    let stats_a = acc_a.stats().expect("stats");
-    let accumulate = t.elapsed().as_secs_f64();
-    let mut acc_b = FeatureAccumulator::new(2048);
-    acc_b.push_rows(&feats_b).expect("rows");
-    let stats_b = acc_b.stats().expect("stats");
-    println!("| FeatureAccumulator push + stats | {rows} x 2048 | {accumulate:.2} |");
-    let t = Instant::now();
-    let fid = stats_a.fid(&stats_b).expect("fid");
-    println!("| FidStats::fid (eigen + products) | 2048 x 2048 | {:.2} |", t.elapsed().as_secs_f64());
-    println!();
-    println!("(FID of the two random sets: {fid:.4})");
+    for (rows, path) in [(rows, "full rank"), (1000, "rank-deficient")] {
+        let feats_a: Vec<f32> = (0..rows * 2048).map(|_| next()).collect();
+        let feats_b: Vec<f32> = (0..rows * 2048).map(|_| next() * 1.1).collect();
+        let t = Instant::now();
+        let mut acc_a = FeatureAccumulator::new(2048);
+        acc_a.push_rows(&feats_a).expect("rows");
+        let stats_a = acc_a.stats().expect("stats");
+        let accumulate = t.elapsed().as_secs_f64();
+        let mut acc_b = FeatureAccumulator::new(2048);
+        acc_b.push_rows(&feats_b).expect("rows");
+        let stats_b = acc_b.stats().expect("stats");
+        println!("| FeatureAccumulator push + stats | {rows} x 2048 | {accumulate:.2} |");
+        let t = Instant::now();
+        let fid = stats_a.fid(&stats_b).expect("fid");
+        println!("| FidStats::fid, {path} (FID {fid:.3}) | {rows} x 2048 | {:.2} |", t.elapsed().as_secs_f64());
+    }
 }

@@ -103,6 +103,8 @@ pub struct RunConfig {
     pub seed: u64,
     /// Maximum EMA decay (official 0.999; 0 disables the EMA).
     pub ema_decay: f64,
+    /// Steps between log lines (plain-text output; the terminal dashboard updates live).
+    pub log_every: usize,
 }
 
 impl Default for RunConfig {
@@ -115,6 +117,7 @@ impl Default for RunConfig {
             keep_checkpoints: 2,
             seed: 42,
             ema_decay: 0.999,
+            log_every: 50,
         }
     }
 }

@@ -594,6 +594,15 @@ fn class_folders_labels_and_archives_agree() {
         assert_near(pixel_of(&batch, "train/dog/a.png", 3, 3), [200, 0, 0], 0, file);
         assert!(matches!(TarImages::open(&path, Some("test")), Err(DataError::SplitNotFound { .. })));
     }
+    // Broken archives: a cut gzip stream, a file that is no tar at all, a folder.
+    let gz = std::fs::read(archives.join("set.tar.gz")).unwrap();
+    std::fs::write(archives.join("cut.tar.gz"), &gz[..gz.len() / 2]).unwrap();
+    let error = TarImages::open(archives.join("cut.tar.gz"), Some("train")).unwrap_err();
+    assert!(matches!(error, DataError::Archive { .. }), "{error:?}");
+    std::fs::write(archives.join("photo.tar"), encode(&noise(64, 64), image::ImageFormat::Png)).unwrap();
+    let error = TarImages::open(archives.join("photo.tar"), None).unwrap_err();
+    assert!(matches!(error, DataError::Archive { .. }), "{error:?}");
+    assert!(matches!(TarImages::open(&dir, None), Err(DataError::Input(_))));
     std::fs::remove_dir_all(&dir).ok();
     std::fs::remove_dir_all(&archives).ok();
 }
@@ -646,6 +655,14 @@ fn multi_worker_loading_gives_the_same_items_as_one_worker() {
     // Resuming at epoch 1 replays it.
     counted.count_epochs_from(1);
     assert_eq!(collect(loader.as_ref()), reference);
+
+    // Explicit per-item epochs (the training stream's path) agree with the batcher's epoch.
+    let items: Vec<(ImageRecord, u64)> = order[..16].iter().map(|&i| (cifar_test().get(i).unwrap(), 1)).collect();
+    let explicit = counted.batch_with_epochs(&items, &device());
+    for (i, name) in explicit.names.iter().enumerate() {
+        let pixels = explicit.images.clone().narrow(0, i, 1).try_into_vec_as::<f32>().unwrap();
+        assert_eq!(pixels, reference[name].1, "{name}");
+    }
 }
 
 #[test]
@@ -683,3 +700,44 @@ fn png_grids_and_tensor_conversions() {
     assert_eq!(image_io::load_rgb(&dir.join("one.png")).unwrap(), tiles[1]);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+
+/// FNV-1a 64 of a byte string.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[test]
+fn resize_is_bit_exact_with_pillow() {
+    // Expected: FNV-1a of `np.asarray(Image.fromarray(input).resize((w, h), Image.BICUBIC))`
+    // computed with Pillow 13.0.0 on the same inputs.
+    let pattern = |w: u32, h: u32| {
+        RgbImage::from_fn(w, h, |x, y| {
+            let v = |c: u32| ((x * x * 3 + y * 7 + c * 50 + x * y) % 251) as u8;
+            Rgb([v(0), v(1), v(2)])
+        })
+    };
+    let cases = [
+        ((37, 23), (25, 16), 0x7ff8_7912_c351_acfe_u64), // shrink both axes
+        ((20, 13), (49, 32), 0xc3b1_27b9_b5b8_de4e),     // enlarge
+        ((300, 200), (192, 128), 0xd278_0c1c_5bf2_da7c),
+        ((64, 64), (64, 17), 0x1596_bd85_6217_b866), // vertical pass only
+        ((64, 64), (19, 64), 0x16d8_e9a6_016f_ff87), // horizontal pass only
+    ];
+    for ((w, h), (ow, oh), expected) in cases {
+        let out = titok_train::data::resize_bicubic(&pattern(w, h), ow, oh);
+        assert_eq!(fnv1a(out.as_raw()), expected, "{w}x{h} -> {ow}x{oh}");
+    }
+    // Photos through the eval transform = torchvision Resize(S) + CenterCrop(S) on PIL
+    // (china: 383 px wide, crop offset round(63.5) = 64, half to even).
+    let photos = shared_dir().join("photos");
+    for (file, size, resized, cropped) in [
+        ("skimage_chelsea.png", 128, 0xce2b_0182_16f0_18a2_u64, 0xb246_ea27_c3e8_94f1_u64),
+        ("sklearn_china.png", 256, 0x09b0_decf_0b20_1a08, 0x31b6_fee1_537a_2889),
+    ] {
+        let photo = image_io::load_rgb(&photos.join(file)).unwrap();
+        assert_eq!(fnv1a(resize_shorter_side(&photo, size).as_raw()), resized, "{file} resized");
+        assert_eq!(fnv1a(Transform::eval(size).apply(&photo, 0, 0).unwrap().as_raw()), cropped, "{file} cropped");
+    }
+}
+

@@ -15,7 +15,10 @@ use std::path::Path;
 use burn::tensor::Device;
 use serde_json::{Value, json};
 
-use super::{CONFIG_FILE, HfConfig, StorageDType, WEIGHTS_FILE, keymap, load_safetensors, save_safetensors, write_bytes_atomically};
+use super::{
+    CONFIG_FILE, HfConfig, StorageDType, WEIGHTS_FILE, keymap, load_pytorch, load_safetensors, save_safetensors,
+    write_bytes_atomically,
+};
 use crate::error::Result;
 use crate::generator::{
     Generator, GeneratorConfig, GeneratorKind, GuidanceDecay, ImageBert, MaskSchedule, SamplerConfig, UViTBert,
@@ -111,10 +114,31 @@ pub fn generator_config_json(config: &GeneratorConfig, name: &str) -> Value {
 /// [`crate::TitokError::CheckpointMismatch`] listing every missing, unexpected or mis-shaped key.
 pub fn load_generator(dir: &Path, device: &Device) -> Result<Generator> {
     let config = generator_config(&HfConfig::from_dir(dir)?)?;
-    let weights = dir.join(WEIGHTS_FILE);
-    Ok(match config.kind {
-        GeneratorKind::Bert => Generator::Bert(load_safetensors(ImageBert::new(&config, device)?, &weights, &keymap::IMAGEBERT)?),
-        GeneratorKind::UVit => Generator::UVit(load_safetensors(UViTBert::new(&config, device)?, &weights, &keymap::UVITBERT)?),
+    load_generator_weights(&dir.join(WEIGHTS_FILE), &config, device)
+}
+
+/// Loads generator weights for a known configuration: an official `model.safetensors`, or a
+/// torch-pickle state dict such as `generator_titok_l32.bin` of `fun-research/TiTok` (with
+/// e.g. [`GeneratorConfig::l32`]).
+///
+/// # Errors
+/// [`crate::TitokError::Config`] for an invalid config, [`crate::TitokError::CheckpointRead`]
+/// and [`crate::TitokError::CheckpointMismatch`] as [`load_generator`].
+pub fn load_generator_weights(weights: &Path, config: &GeneratorConfig, device: &Device) -> Result<Generator> {
+    let pickle = matches!(weights.extension().and_then(|e| e.to_str()), Some("bin" | "pth" | "pt"));
+    Ok(match (config.kind, pickle) {
+        (GeneratorKind::Bert, false) => {
+            Generator::Bert(load_safetensors(ImageBert::new(config, device)?, weights, &keymap::IMAGEBERT)?)
+        }
+        (GeneratorKind::Bert, true) => {
+            Generator::Bert(load_pytorch(ImageBert::new(config, device)?, weights, &keymap::IMAGEBERT)?)
+        }
+        (GeneratorKind::UVit, false) => {
+            Generator::UVit(load_safetensors(UViTBert::new(config, device)?, weights, &keymap::UVITBERT)?)
+        }
+        (GeneratorKind::UVit, true) => {
+            Generator::UVit(load_pytorch(UViTBert::new(config, device)?, weights, &keymap::UVITBERT)?)
+        }
     })
 }
 

@@ -23,7 +23,7 @@ use burn::store::{
 };
 use burn::tensor::{DType, Device};
 
-pub use generator::{generator_config, generator_config_json, load_generator, save_generator};
+pub use generator::{generator_config, generator_config_json, load_generator, load_generator_weights, save_generator};
 pub use hf_config::{HfConfig, titok_config_json};
 pub use keymap::{KeyMap, KeyRule};
 pub use safetensors_header::{TensorInfo, read_safetensors_header};

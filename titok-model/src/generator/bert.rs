@@ -12,7 +12,9 @@
 //! Source: `modeling/maskgit.py::ImageBert`; REFERENCE §6, §8.
 
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -41,9 +43,7 @@ pub(crate) fn init_linear(d_in: usize, d_out: usize, bias: bool, device: &Device
 
 /// An embedding table with the HF init `N(0, 0.02)`.
 pub(crate) fn init_embedding(n: usize, d: usize, device: &Device) -> Embedding {
-    EmbeddingConfig::new(n, d)
-        .with_initializer(Initializer::Normal { mean: 0.0, std: BERT_INIT_STD })
-        .init(device)
+    EmbeddingConfig::new(n, d).with_initializer(Initializer::Normal { mean: 0.0, std: BERT_INIT_STD }).init(device)
 }
 
 fn bert_layer_norm(d: usize, device: &Device) -> LayerNorm {

@@ -165,13 +165,7 @@ impl GeneratorConfig {
     /// A small BERT for CPU training and tests on the L-32 token layout: 256-d, 4 layers,
     /// 4 heads, MLP 1024, K = 32, 4096 codes, 1000 classes (5.5 M parameters).
     pub fn small() -> Self {
-        Self {
-            hidden_size: 256,
-            num_hidden_layers: 4,
-            num_attention_heads: 4,
-            intermediate_size: 1024,
-            ..Self::l32()
-        }
+        Self { hidden_size: 256, num_hidden_layers: 4, num_attention_heads: 4, intermediate_size: 1024, ..Self::l32() }
     }
 
     /// The golden fixtures' tiny BERT: 64-d, 2 layers, 4 heads, MLP 128, K = 8, 64 codes,
@@ -284,7 +278,10 @@ mod tests {
         assert_eq!(l32.layout().vocab_size(), 5098);
         assert_eq!(GeneratorConfig::b64().image_seq_len, 64);
         let s = GeneratorConfig::s128();
-        assert_eq!((s.kind, s.hidden_size, s.uvit_mlp_width(), s.image_seq_len), (GeneratorKind::UVit, 1024, 4096, 128));
+        assert_eq!(
+            (s.kind, s.hidden_size, s.uvit_mlp_width(), s.image_seq_len),
+            (GeneratorKind::UVit, 1024, 4096, 128)
+        );
     }
 
     #[test]

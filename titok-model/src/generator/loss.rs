@@ -47,7 +47,12 @@ pub struct MlmLoss {
 /// # Shapes
 /// - `logits`: `[batch, K, N]`; `targets`: `[batch, K]` codes `0..N`;
 ///   `masked`: `[batch, K]`, true where the input token was masked
-pub fn mlm_loss(logits: Tensor<3>, targets: Tensor<2, Int>, masked: Tensor<2, Bool>, config: &MlmLossConfig) -> MlmLoss {
+pub fn mlm_loss(
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+    masked: Tensor<2, Bool>,
+    config: &MlmLossConfig,
+) -> MlmLoss {
     let [b, k, _] = logits.dims();
     let eps = config.label_smoothing;
     let log_p = log_softmax(logits.clone(), 2); // [b, k, n]
@@ -118,7 +123,12 @@ pub fn random_masking<U: UniformSource>(tokens: Tensor<2, Int>, mask_id: i64, rn
 ///
 /// # Errors
 /// [`TitokError::Input`] when `rng` fails.
-pub fn class_dropout_mask<U: UniformSource>(batch: usize, prob: f64, rng: &mut U, device: &Device) -> Result<Tensor<1, Bool>> {
+pub fn class_dropout_mask<U: UniformSource>(
+    batch: usize,
+    prob: f64,
+    rng: &mut U,
+    device: &Device,
+) -> Result<Tensor<1, Bool>> {
     Ok(rng.uniform([batch], device)?.lower_elem(prob))
 }
 
@@ -132,8 +142,9 @@ mod tests {
         let device = Device::flex();
         let tokens = Tensor::<2, Int>::from_data(TensorData::new((0..32i64).collect::<Vec<_>>(), [4, 8]), &device);
         let t = [0.0f32, 0.5, 0.9, 0.999];
-        let m = mask_tokens(tokens.clone(), &t, Tensor::random([4, 8], burn::tensor::Distribution::Default, &device), 64)
-            .unwrap();
+        let m =
+            mask_tokens(tokens.clone(), &t, Tensor::random([4, 8], burn::tensor::Distribution::Default, &device), 64)
+                .unwrap();
         let counts = m.mask.clone().int().sum_dim(1).try_into_vec_as::<i64>().unwrap();
         let expect: Vec<i64> = t.iter().map(|&x| training_num_masked(8, x) as i64).collect();
         assert_eq!(counts, expect);

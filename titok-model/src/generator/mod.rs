@@ -34,5 +34,7 @@ pub use loss::{Masking, MlmLoss, MlmLossConfig, class_dropout_mask, mask_tokens,
 pub use model::{Generator, TokenPredictor, check_image_ids, check_labels, condition_tokens, model_input};
 pub use rng::{ReplayUniform, SeededUniform, UniformSource};
 pub use sampler::{GenerateOptions, Generation, GivenTokens, StepTrace, generate, generate_with, inpaint};
-pub use schedule::{GuidanceDecay, MaskSchedule, SamplerConfig, StepGuidance, training_mask_ratio, training_num_masked};
+pub use schedule::{
+    GuidanceDecay, MaskSchedule, SamplerConfig, StepGuidance, training_mask_ratio, training_num_masked,
+};
 pub use uvit::UViTBert;

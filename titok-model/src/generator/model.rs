@@ -38,7 +38,12 @@ pub trait TokenPredictor {
     ///
     /// # Errors
     /// [`TitokError::Input`] for wrong shapes or ids/labels out of range.
-    fn forward(&self, ids: Tensor<2, Int>, labels: Tensor<1, Int>, drop_label: Option<Tensor<1, Bool>>) -> Result<Tensor<3>> {
+    fn forward(
+        &self,
+        ids: Tensor<2, Int>,
+        labels: Tensor<1, Int>,
+        drop_label: Option<Tensor<1, Bool>>,
+    ) -> Result<Tensor<3>> {
         let layout = self.layout();
         check_image_ids(&layout, &ids, true)?;
         check_labels(&layout, &labels)?;
@@ -101,7 +106,11 @@ impl TokenPredictor for Generator {
 ///
 /// # Shapes
 /// - `labels`: `[batch]` classes in `0..C`; `drop_label`: `[batch]`; returns `[batch]`
-pub fn condition_tokens(layout: &TokenLayout, labels: Tensor<1, Int>, drop_label: Option<Tensor<1, Bool>>) -> Tensor<1, Int> {
+pub fn condition_tokens(
+    layout: &TokenLayout,
+    labels: Tensor<1, Int>,
+    drop_label: Option<Tensor<1, Bool>>,
+) -> Tensor<1, Int> {
     let tokens = labels.add_scalar(layout.class_id(0));
     match drop_label {
         Some(drop) => tokens.mask_fill(drop, layout.drop_label_id()),

@@ -125,7 +125,8 @@ mod tests {
     #[test]
     fn replay_checks_order_and_shapes() {
         let device = Device::flex();
-        let mut r = ReplayUniform::new([TensorData::new(vec![0.25f32; 6], [2, 3]), TensorData::new(vec![0.5f32; 2], [2])]);
+        let mut r =
+            ReplayUniform::new([TensorData::new(vec![0.25f32; 6], [2, 3]), TensorData::new(vec![0.5f32; 2], [2])]);
         let x: Tensor<2> = r.uniform([2, 3], &device).unwrap();
         assert_eq!(x.try_into_vec_as::<f32>().unwrap(), vec![0.25; 6]);
         assert!(r.uniform([3], &device).is_err(), "shape mismatch must be an error");

@@ -18,7 +18,7 @@
 //!
 //! Source: `modeling/maskgit.py::ImageBert.generate`; REFERENCE §8.
 
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::error::{Result, TitokError};
 use crate::generator::model::{TokenPredictor, check_image_ids, check_labels, condition_tokens, model_input, read_ids};
@@ -111,6 +111,9 @@ pub fn generate_with<M: TokenPredictor + ?Sized, U: UniformSource>(
     check_labels(&layout, &labels)?;
     let device = labels.device();
     let [b] = labels.dims();
+    if b == 0 {
+        return Err(TitokError::Input("generate needs at least one class label".into()));
+    }
     let k = layout.seq_len;
     let n = layout.codebook_size;
     let mask_id = layout.mask_id();
@@ -156,7 +159,12 @@ pub fn generate_with<M: TokenPredictor + ?Sized, U: UniformSource>(
             (model.logits(model_input(ids.clone(), cond_tokens.clone())), None)
         }; // [b, k, n]
         if options.record_steps {
-            steps.push(StepTrace { ids: ids.clone(), guidance, cond_logits: cond.clone(), uncond_logits: uncond.clone() });
+            steps.push(StepTrace {
+                ids: ids.clone(),
+                guidance,
+                cond_logits: cond.clone(),
+                uncond_logits: uncond.clone(),
+            });
         }
 
         // Stage 2: guidance and softmax-temperature annealing.
@@ -184,8 +192,7 @@ pub fn generate_with<M: TokenPredictor + ?Sized, U: UniformSource>(
         }
 
         // Stage 4: re-mask the least confident positions.
-        let masked: Vec<usize> =
-            read_ids(is_mask.int().sum_dim(1))?.into_iter().map(|v| v as usize).collect(); // per row
+        let masked: Vec<usize> = read_ids(is_mask.int().sum_dim(1))?.into_iter().map(|v| v as usize).collect(); // per row
         let mask_len: Vec<i64> = (0..b)
             .map(|row| {
                 // The official sampler clamps with batch row 0's count for every row.
@@ -194,10 +201,8 @@ pub fn generate_with<M: TokenPredictor + ?Sized, U: UniformSource>(
                 len.min(m as i64 - 1).max(1)
             })
             .collect();
-        let index = Tensor::<2, Int>::from_data(burn::tensor::TensorData::new(
-            mask_len.iter().map(|l| l - 1).collect::<Vec<i64>>(),
-            [b, 1],
-        ), &device);
+        let index = mask_len.iter().map(|l| l - 1).collect::<Vec<i64>>();
+        let index = Tensor::<2, Int>::from_data(TensorData::new(index, [b, 1]), &device); // [b, 1]
         let cut_off = confidence.clone().sort(1).gather(1, index).expand([b, k]); // [b, k]
         let mut remask = confidence.lower_equal(cut_off);
         if let Some(kn) = &known {

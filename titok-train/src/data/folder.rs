@@ -29,7 +29,8 @@ impl ImageFolder {
     /// Indexes `root` with the default [`IndexOptions`].
     ///
     /// # Errors
-    /// [`DataError::NotFound`], [`DataError::EmptyFolder`] (no files at all),
+    /// [`DataError::NotFound`], [`DataError::Input`] (not a folder),
+    /// [`DataError::EmptyFolder`] (no files at all),
     /// [`DataError::NoImages`] (files, but no usable image), [`DataError::Io`].
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         Self::open_with(root, &IndexOptions::default())
@@ -41,8 +42,11 @@ impl ImageFolder {
     /// As [`Self::open`].
     pub fn open_with(root: impl AsRef<Path>, options: &IndexOptions) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
-        if !root.is_dir() {
+        if !root.exists() {
             return Err(DataError::NotFound { path: root });
+        }
+        if !root.is_dir() {
+            return Err(DataError::Input(format!("{} is not a folder", root.display())));
         }
         let mut files = Vec::new();
         walk(&root, "", 0, &mut files)?;

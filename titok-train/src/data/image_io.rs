@@ -5,9 +5,12 @@
 //! - grayscale (with or without alpha) is replicated to the three channels;
 //! - **alpha is dropped, not composited** (PIL's `RGBA -> RGB` conversion drops it too), so a
 //!   transparent pixel keeps whatever colour it stores;
-//! - 16-bit images are scaled to 8 bits (`v * 255 / 65535`, rounded); float images are clamped;
+//! - 16-bit images are scaled to 8 bits (`v * 255 / 65535`, rounded); float images are clamped.
+//!   Pillow differs slightly here: it keeps the high byte of 16-bit RGB (at most 1 level off)
+//!   and clips 16-bit grayscale (`I;16`) to 255 instead of scaling it, a quirk not copied;
 //! - CMYK and YCCK JPEGs are converted by the `image` 0.25 / zune-jpeg decoder itself
-//!   (Adobe-inverted storage, `R = C' * K' / 255`), checked by a test with a generated CMYK JPEG;
+//!   (Adobe-inverted storage, `R = C' * K' / 255`, the same values as Pillow's conversion),
+//!   checked by a test with a generated CMYK JPEG;
 //! - EXIF orientation and ICC profiles are ignored (as PIL does by default).
 //!
 //! zune-jpeg, as configured by `image`, decodes a truncated JPEG *successfully* and fills the

@@ -8,7 +8,8 @@
 //!    datasets implement `burn::data::dataset::Dataset<ImageRecord>`.
 //! 2. **Batch** with [`ImageBatcher`] (a burn `Batcher`, so `DataLoaderBuilder::num_workers`
 //!    parallelises it): read -> decode to RGB with limits ([`image_io`]) -> [`Transform`]
-//!    (resize the shorter side, bicubic antialiased -> random/centre crop -> flip) ->
+//!    (resize the shorter side with a bit-exact port of Pillow's antialiased bicubic,
+//!    [`resize_bicubic`] -> random/centre crop -> flip) ->
 //!    [`ImageBatch`] `{ images: [B, 3, S, S] in [0, 1], labels, names }`. Unreadable files are
 //!    reported once, counted ([`SkipLog`]) and left out.
 //! 3. **Order**: crops and flips depend only on `(seed, epoch, index)` and [`epoch_order`] only
@@ -47,6 +48,7 @@ mod folder;
 pub mod image_io;
 mod image_list;
 mod record;
+mod resample;
 mod rng;
 mod tar;
 mod transform;
@@ -56,6 +58,7 @@ pub use error::{DataError, Result};
 pub use folder::ImageFolder;
 pub use image_list::{ImageList, IndexOptions, LabelSource, Skipped};
 pub use record::{ImageRecord, ImageSource, MAX_ENCODED_BYTES};
+pub use resample::resize_bicubic;
 pub use rng::{ItemRng, epoch_order};
 pub use tar::TarImages;
 pub use transform::{Crop, CropFlip, MAX_ASPECT_RATIO, Transform, resize_shorter_side};

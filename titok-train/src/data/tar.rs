@@ -46,7 +46,8 @@ impl TarImages {
     /// root) with the default [`IndexOptions`].
     ///
     /// # Errors
-    /// [`DataError::NotFound`], [`DataError::SplitNotFound`], [`DataError::EmptyFolder`],
+    /// [`DataError::NotFound`], [`DataError::Input`] (not a file), [`DataError::SplitNotFound`],
+    /// [`DataError::EmptyFolder`],
     /// [`DataError::NoImages`], [`DataError::Archive`] (not a tar, corrupt gzip),
     /// [`DataError::ArchiveTooLarge`] (`.tar.gz` over the memory budget).
     pub fn open(archive: impl AsRef<Path>, split: Option<&str>) -> Result<Self> {
@@ -59,8 +60,11 @@ impl TarImages {
     /// As [`Self::open`].
     pub fn open_with(archive: impl AsRef<Path>, split: Option<&str>, options: &IndexOptions) -> Result<Self> {
         let archive = archive.as_ref().to_path_buf();
-        if !archive.is_file() {
+        if !archive.exists() {
             return Err(DataError::NotFound { path: archive });
+        }
+        if !archive.is_file() {
+            return Err(DataError::Input(format!("{} is not an archive file", archive.display())));
         }
         let split = split.map(|s| s.trim_matches('/').to_string()).filter(|s| !s.is_empty());
         let prefix = split.as_ref().map(|s| format!("{s}/"));
@@ -147,6 +151,11 @@ fn member_path(path: &Path) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
+/// Whether a member only carries metadata for the archive or the next member (pax headers).
+fn is_metadata(kind: EntryType) -> bool {
+    matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink)
+}
+
 /// Whether a member is a plain file whose data is stored contiguously.
 fn is_plain_file(kind: EntryType) -> bool {
     matches!(kind, EntryType::Regular | EntryType::Continuous)
@@ -180,6 +189,9 @@ fn scan_tar(archive: &Path, prefix: Option<&str>, read_signature: bool) -> Resul
     for entry in tar.entries_with_seek().map_err(|e| archive_error(archive, e))? {
         let mut entry = entry.map_err(|e| archive_error(archive, e))?;
         let kind = entry.header().entry_type();
+        if is_metadata(kind) {
+            continue;
+        }
         let Some(name) = entry.path().ok().and_then(|p| member_path(&p)) else { continue };
         let Some(name) = scan.select(name, prefix, kind.is_dir()) else { continue };
         let rel = &name[prefix.map_or(0, str::len)..];
@@ -208,6 +220,9 @@ fn scan_gz(archive: &Path, prefix: Option<&str>, options: &IndexOptions) -> Resu
     for entry in tar.entries().map_err(|e| archive_error(archive, e))? {
         let mut entry = entry.map_err(|e| archive_error(archive, e))?;
         let kind = entry.header().entry_type();
+        if is_metadata(kind) {
+            continue;
+        }
         let Some(name) = entry.path().ok().and_then(|p| member_path(&p)) else { continue };
         let Some(name) = scan.select(name, prefix, kind.is_dir()) else { continue };
         let rel = &name[prefix.map_or(0, str::len)..];

@@ -95,14 +95,22 @@ pub fn ssim(a: Tensor<4>, b: Tensor<4>) -> Result<Tensor<1>> {
         return Err(EvalError::Input(format!("SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {h}x{w}")));
     }
     let device = a.device();
+    // Local (co)variances are E[xy] − μxμy: in f32 that cancels badly on flat regions, where
+    // C2 = 9e-4 makes the error visible. They do not change when each image is shifted by a
+    // constant, so both are centred on their own per-channel mean first (exact for flat
+    // images); the means are added back for the luminance term.
+    let mean_a = a.clone().mean_dim(2).mean_dim(3); // [n, c, 1, 1]
+    let mean_b = b.clone().mean_dim(2).mean_dim(3);
+    let (a, b) = (a - mean_a.clone(), b - mean_b.clone());
     // One filtering pass over the five maps x, y, x², y², xy stacked on channels.
     let stacked = Tensor::cat(vec![a.clone(), b.clone(), a.clone() * a.clone(), b.clone() * b.clone(), a * b], 1); // [n, 5c, h, w]
     let filtered = gaussian_filter(stacked, &device); // [n, 5c, h', w']
     let part = |i: usize| filtered.clone().narrow(1, i * c, c); // [n, c, h', w']
-    let (mu_a, mu_b) = (part(0), part(1));
-    let var_a = part(2) - mu_a.clone() * mu_a.clone();
-    let var_b = part(3) - mu_b.clone() * mu_b.clone();
-    let cov = part(4) - mu_a.clone() * mu_b.clone();
+    let (mu_a0, mu_b0) = (part(0), part(1)); // local means of the centred images
+    let var_a = part(2) - mu_a0.clone() * mu_a0.clone();
+    let var_b = part(3) - mu_b0.clone() * mu_b0.clone();
+    let cov = part(4) - mu_a0.clone() * mu_b0.clone();
+    let (mu_a, mu_b) = (mu_a0 + mean_a, mu_b0 + mean_b);
     let luminance =
         (mu_a.clone() * mu_b.clone() * 2.0 + SSIM_C1) / (mu_a.clone() * mu_a + mu_b.clone() * mu_b + SSIM_C1);
     let structure = (cov * 2.0 + SSIM_C2) / (var_a + var_b + SSIM_C2);

@@ -132,13 +132,18 @@ pub fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
     if let Some(first) = shape.first() {
         dict.push_str(&" ".repeat(GROWTH_AXIS_MAX_DIGITS.saturating_sub(first.to_string().len())));
     }
-    // Version 1.0 stores the header length as u16, 2.0 as u32; the +1 is the final newline.
-    let (version, len_bytes) = if dict.len() + 1 + 10 < 65536 { (1u8, 2usize) } else { (2u8, 4usize) };
-    let prefix = NPY_MAGIC.len() + 2 + len_bytes;
-    // As numpy: a prefix that is already aligned still gets a full block of padding.
-    let pad = NPY_ALIGN - (prefix + dict.len() + 1) % NPY_ALIGN;
-    let header_len = dict.len() + pad + 1;
-    let mut out = Vec::with_capacity(prefix + header_len);
+    // Version 1.0 stores the header length as u16, 2.0 as u32 (numpy picks the first that fits).
+    // As numpy, a prefix that is already aligned still gets a full block of padding; the +1 is
+    // the final newline.
+    let layout = |len_bytes: usize| {
+        let pad = NPY_ALIGN - (NPY_MAGIC.len() + 2 + len_bytes + dict.len() + 1) % NPY_ALIGN;
+        (pad, dict.len() + pad + 1)
+    };
+    let (version, (pad, header_len)) = match layout(2) {
+        (pad, len) if len <= u16::MAX as usize => (1u8, (pad, len)),
+        _ => (2u8, layout(4)),
+    };
+    let mut out = Vec::with_capacity(NPY_MAGIC.len() + 6 + header_len);
     out.extend_from_slice(NPY_MAGIC);
     out.extend_from_slice(&[version, 0]);
     if version == 1 {

@@ -9,17 +9,19 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-/// The `[n_out, n_in]` matrix `W` with `y = W x` resizing one axis.
+/// The `[n_out, n_in]` matrix `W` with `y = W x` resizing one axis. The weights are computed
+/// in f32 with PyTorch's operation order (`UpSampleKernel.cpp` for float tensors), so the
+/// fractional positions round as they do there (up to ~1e-5 at 299 pixels otherwise).
 pub fn interpolation_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
-    let scale = n_in as f64 / n_out as f64;
+    let scale = n_in as f32 / n_out as f32;
     let mut w = vec![0.0f32; n_out * n_in];
     for o in 0..n_out {
-        let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
+        let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
         let i0 = (src.floor() as usize).min(n_in - 1);
-        let i1 = (i0 + 1).min(n_in - 1);
-        let l1 = src - i0 as f64;
-        w[o * n_in + i0] += (1.0 - l1) as f32;
-        w[o * n_in + i1] += l1 as f32;
+        let i1 = if i0 < n_in - 1 { i0 + 1 } else { i0 };
+        let l1 = (src - i0 as f32).clamp(0.0, 1.0);
+        w[o * n_in + i0] += 1.0 - l1;
+        w[o * n_in + i1] += l1;
     }
     w
 }

@@ -17,6 +17,7 @@ use crate::config::TrainConfig;
 use crate::data::{ImageBatch, ImageBatcher, ImageFolder, ImageRecord, TarImages, Transform};
 use crate::train::TrainError;
 use crate::train::metrics::{ImagesPerSecond, StepTerms, TermMetric};
+use crate::train::renderer::renderer_for;
 use crate::train::run::{KeepLastSteps, RunDir, RunState, checkpointers};
 use crate::train::strategy::{StepHook, StepStrategy};
 use crate::train::stream::{MakeBatch, StepLoader, StepSchedule};
@@ -184,7 +185,6 @@ where
         state,
         on_checkpoint: l.on_checkpoint,
         on_validation: l.on_validation,
-        label_epochs: intervals,
     };
     let mut training = SupervisedTraining::new(&l.run.root, Arc::new(l.train.clone()), l.valid)
         .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)))
@@ -201,7 +201,13 @@ where
     if let Some(state) = &resume {
         training = training.checkpoint(state.step as usize);
     }
-    let learner = Learner::new(model, optim, schedule);
+    let first_step = resume.as_ref().map_or(0, |s| s.step);
+    if let Some(renderer) = renderer_for(cfg.run.log_every, cfg.run.batch_size, first_step) {
+        training = training.renderer(renderer);
+    }
+    // Models are built on the plain device; `train()` turns their trainable parameters into
+    // tracked autodiff leaves (frozen ones, the EMA copy and buffers stay untracked).
+    let learner = Learner::new(model.train(), optim, schedule);
     let result = training.launch(learner);
     if let Some(error) = result.error {
         return Err(TrainError::Config(format!("training failed: {error}")));

@@ -24,7 +24,7 @@ use crate::data::image_io::save_png_grid;
 use crate::data::{ImageBatch, ImageBatcher, Transform};
 use crate::eval::psnr;
 use crate::train::TrainError;
-use crate::train::ema::{ema_counter, ema_step};
+use crate::train::ema::{ema_copy, ema_counter, ema_step};
 use crate::train::metrics::StepTerms;
 use crate::train::optim::{AdamWSettings, adamw_with_groups, clip_grad_norm};
 use crate::train::run::RunDir;
@@ -78,7 +78,7 @@ impl TokenizerTrainee {
     pub fn new(model: Titok, teacher: Option<MaskgitVqgan>, objective: TokenizerObjective, ema_max_decay: f64, grad_clip: f64) -> Self {
         let device = model.latent_tokens.device();
         Self {
-            ema: model.clone().no_grad(),
+            ema: ema_copy(&model),
             model,
             teacher: teacher.map(|t| t.no_grad()),
             ema_updates: ema_counter(&device),
@@ -254,7 +254,7 @@ pub fn train_tokenizer(config: TrainConfig, stage1: bool, run_dir: &Path, device
     let metrics: MetricSpec = if stage1 {
         &[("loss", "Loss", false), ("ce", "Proxy-code CE", false), ("quantizer", "Quantizer loss", false), ("usage", "Codebook usage", true), ("perplexity", "Perplexity", true)]
     } else {
-        &[("loss", "Loss", false), ("l2", "L2", false), ("regularizer", "Quantizer/KL", false), ("psnr", "PSNR (dB)", true), ("usage", "Codebook usage", true), ("perplexity", "Perplexity", true)]
+        &[("loss", "Loss", false), ("l2", "L2", false), ("regularizer", "Quantizer or KL", false), ("psnr", "PSNR dB", true), ("usage", "Codebook usage", true), ("perplexity", "Perplexity", true)]
     };
     let launch_args = Launch {
         train: train_loader(&config, &train, device),

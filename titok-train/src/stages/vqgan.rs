@@ -22,7 +22,7 @@ use crate::data::image_io::save_png_grid;
 use crate::data::{ImageBatch, ImageBatcher, Transform};
 use crate::eval::psnr;
 use crate::train::TrainError;
-use crate::train::ema::{ema_counter, ema_step};
+use crate::train::ema::{ema_copy, ema_counter, ema_step};
 use crate::train::metrics::StepTerms;
 use crate::train::optim::{AdamWSettings, adamw_with_groups, clip_grad_norm};
 use crate::train::run::RunDir;
@@ -128,7 +128,7 @@ pub fn train_vqgan(config: TrainConfig, run_dir: &Path, device: &Device) -> Resu
         None => MaskgitVqgan::new(&vq_config, device),
     };
     let trainee = VqganTrainee {
-        ema: model.clone().no_grad(),
+        ema: ema_copy(&model),
         model,
         ema_updates: ema_counter(device),
         l2_weight: config.loss.l2_weight,
@@ -165,7 +165,7 @@ pub fn train_vqgan(config: TrainConfig, run_dir: &Path, device: &Device) -> Resu
         ("loss", "Loss", false),
         ("l2", "L2", false),
         ("quantizer", "Quantizer loss", false),
-        ("psnr", "PSNR (dB)", true),
+        ("psnr", "PSNR dB", true),
         ("usage", "Codebook usage", true),
         ("perplexity", "Perplexity", true),
     ];
@@ -180,4 +180,47 @@ pub fn train_vqgan(config: TrainConfig, run_dir: &Path, device: &Device) -> Resu
         on_validation,
     };
     Ok(launch(trainee, optim, schedule, launch_args)?.ema)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> VqganConfig {
+        VqganConfig { hidden_channels: 32, channel_mult: vec![1, 2], num_res_blocks: 1, z_channels: 8, codebook_size: 16, ..VqganConfig::official() }
+    }
+
+    #[test]
+    fn a_train_step_produces_gradients_and_moves_the_weights() {
+        let device = Device::flex();
+        let model = MaskgitVqgan::new(&tiny(), &device);
+        let trainee = VqganTrainee {
+            ema: ema_copy(&model),
+            model,
+            ema_updates: ema_counter(&device),
+            l2_weight: 1.0,
+            quantizer_weight: 1.0,
+            ema_max_decay: 0.999,
+            grad_clip: 1.0,
+        };
+        let ad = device.clone().autodiff();
+        let trainee = trainee.train().fork(&ad);
+        assert!(trainee.model.encoder.conv_in.weight.is_require_grad());
+        assert!(!trainee.ema.encoder.conv_in.weight.is_require_grad());
+        let images = Tensor::<4>::random([2, 3, 8, 8], burn::tensor::Distribution::Uniform(0.0, 1.0), &ad);
+        let batch = ImageBatch { images, labels: None, names: vec!["a".into(), "b".into()], indices: vec![0, 1] };
+        let out = TrainStep::step(&trainee, batch);
+        assert!(out.item.get("loss").unwrap().is_finite());
+        let mut optim = adamw_with_groups(&trainee, AdamWSettings::default());
+        let before = trainee.model.encoder.conv_in.weight.val().inner();
+        let ema_before = trainee.ema.encoder.conv_in.weight.val().inner();
+        let next = trainee.optimize(&mut optim, 1e-2.into(), out.grads);
+        let moved = (next.model.encoder.conv_in.weight.val().inner() - before.clone()).abs().max().into_scalar::<f32>();
+        assert!(moved > 0.0, "the optimizer step changes the weights");
+        // First EMA update: decay 0.1, so the EMA moves 90% of the way to the new weights.
+        let expect = ema_before.mul_scalar(0.1) + next.model.encoder.conv_in.weight.val().inner().mul_scalar(0.9);
+        let diff = (next.ema.encoder.conv_in.weight.val().inner() - expect).abs().max().into_scalar::<f32>();
+        assert!(diff < 1e-6, "EMA update {diff}");
+        assert_eq!(next.ema_updates.val().into_scalar::<f32>(), 1.0);
+    }
 }

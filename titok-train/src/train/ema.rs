@@ -4,7 +4,7 @@
 //! `create_model_and_loss_module`: the effective decay at optimisation step `t` (0-based count
 //! of previous updates) is `min((1 + t) / (10 + t), 0.999)`; REFERENCE §7d.
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 
 /// The official effective EMA decay after `t` updates.
@@ -50,6 +50,24 @@ pub fn ema_update<M: Module>(ema: M, model: &M, decay: f64) -> M {
     ema.map(&mut Blend { sources: flat.values.into_iter(), decay })
 }
 
+/// Gives every parameter a fresh id and an untracked copy of its value.
+struct Fresh;
+
+impl ModuleMapper for Fresh {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let value = param.val().detach();
+        Param::initialized(ParamId::new(), value).set_require_grad(false)
+    }
+}
+
+/// An independent, non-trainable copy of a module to hold the EMA weights.
+///
+/// `module.clone().no_grad()` would not do: clones share parameter ids (the optimizer would
+/// update both) and, for lazily initialised parameters, the `require_grad` flag.
+pub fn ema_copy<M: Module>(module: &M) -> M {
+    module.clone().map(&mut Fresh)
+}
+
 /// One EMA step of a trainee: blends `model` into `ema` with the official decay for the
 /// current update count, then increments the count (a `[1]` buffer saved with checkpoints so
 /// that a resumed run continues the same decay schedule). `max_decay = 0` copies the model.
@@ -77,6 +95,18 @@ mod tests {
         assert!((ema_decay(0, 0.999) - 0.1).abs() < 1e-12);
         assert!((ema_decay(10, 0.999) - 11.0 / 20.0).abs() < 1e-12);
         assert_eq!(ema_decay(100_000, 0.999), 0.999);
+    }
+
+    #[test]
+    fn ema_copy_is_independent_of_the_model() {
+        let device = Device::flex();
+        let a: Linear = LinearConfig::new(3, 2).init(&device); // lazily initialised parameters
+        let ema = ema_copy(&a);
+        assert_ne!(ema.weight.id, a.weight.id, "fresh parameter ids");
+        assert!(a.weight.is_require_grad(), "the model stays trainable");
+        assert!(!ema.weight.is_require_grad());
+        let diff = (ema.weight.val() - a.weight.val()).abs().max().into_scalar::<f32>();
+        assert_eq!(diff, 0.0);
     }
 
     #[test]

@@ -62,8 +62,9 @@ pub struct TermMetric {
 }
 
 impl TermMetric {
-    /// Follows `key`, displayed as `label`.
+    /// Follows `key`, displayed as `label` (also a log file name: no `/`).
     pub fn new(key: &'static str, label: &str, higher_is_better: bool) -> Self {
+        assert!(!label.contains('/'), "metric label `{label}` names a log file");
         Self { key, name: Arc::new(label.to_string()), higher_is_better, precision: 4, state: NumericMetricState::default() }
     }
 
@@ -123,7 +124,7 @@ pub struct ImagesPerSecond {
 
 impl Default for ImagesPerSecond {
     fn default() -> Self {
-        Self { name: Arc::new("images/s".into()), last: None, state: NumericMetricState::default() }
+        Self { name: Arc::new("Images per second".into()), last: None, state: NumericMetricState::default() }
     }
 }
 

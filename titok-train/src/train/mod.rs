@@ -5,6 +5,7 @@
 pub mod ema;
 pub mod metrics;
 pub mod optim;
+pub mod renderer;
 pub mod run;
 pub mod schedule;
 pub mod strategy;

@@ -46,8 +46,6 @@ pub struct StepStrategy<M: LearnerModel> {
     pub on_checkpoint: StepHook<M>,
     /// Runs after every validation.
     pub on_validation: StepHook<M>,
-    /// Number of burn-train "epochs" the renderer shows.
-    pub label_epochs: usize,
 }
 
 impl<M> SupervisedLearningStrategy<M> for StepStrategy<M>
@@ -65,6 +63,8 @@ where
     ) -> (M, SupervisedTrainingEventProcessor<M>) {
         let device = self.device.clone().autodiff();
         learner.fork(&device);
+        // Training batches live on the autodiff device, validation batches on the plain one.
+        let train = self.loader.on_device(&device);
         let valid = dataloader_valid.to_device(&self.device);
         let mut processor = components.event_processor;
         let mut checkpointer = components.checkpointer;
@@ -73,15 +73,15 @@ where
         // burn-train's `checkpoint` is the number of completed steps here.
         let mut step = components.checkpoint.unwrap_or(0) as u64;
 
+        // One stream (and one set of worker threads) for the whole run.
+        let mut stream = train.with_steps(step..self.total_steps).stream();
         while step < self.total_steps && !interrupter.should_stop() {
             let interval = step / self.valid_every + 1;
             let end = (interval * self.valid_every).min(self.total_steps);
-            let loader = self.loader.with_steps(step..end);
             let total_items = ((end - step) as usize) * self.loader.schedule().batch_size;
             interrupter.fail_on_error(
                 processor.process_train(LearnerEvent::StartSplit { epoch_number: interval as usize, total_items }),
             );
-            let mut stream = loader.stream();
             let mut done_items = 0;
             while step < end {
                 let Some(batch) = stream.next() else { break };
@@ -115,7 +115,6 @@ where
                     break;
                 }
             }
-            drop(stream);
             interrupter.fail_on_error(processor.process_train(LearnerEvent::EndSplit(interval as usize)));
             if interrupter.should_stop() {
                 break;

@@ -121,6 +121,11 @@ impl<O: Send + 'static> StepLoader<O> {
         Self { schedule, make_batch, start: steps.start, end: steps.end, workers, prefetch: 2 * workers, device }
     }
 
+    /// The same loader building batches on another device (e.g. the autodiff one).
+    pub fn on_device(&self, device: &Device) -> Self {
+        Self { device: device.clone(), ..self.clone() }
+    }
+
     /// The same loader over other steps.
     pub fn with_steps(&self, steps: std::ops::Range<u64>) -> Self {
         Self { start: steps.start, end: steps.end, ..self.clone() }
@@ -225,7 +230,7 @@ impl<O: Send + Sync + std::fmt::Debug + 'static> DataLoader<O> for StepLoader<O>
     }
 
     fn to_device(&self, device: &Device) -> Arc<dyn DataLoader<O>> {
-        Arc::new(Self { device: device.clone(), ..self.clone() })
+        Arc::new(self.on_device(device))
     }
 
     fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<O>> {

@@ -1,0 +1,150 @@
+//! A plain-text burn-train renderer for logs and CI: one line every `every` steps with the
+//! running values of every metric, and one line per validation. (In a terminal burn-train's own
+//! dashboard is used instead.)
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
+use burn::train::metric::{MetricDefinition, MetricId};
+use burn::train::renderer::{EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining};
+
+/// Prints compact metric lines to stderr.
+pub struct LogRenderer {
+    every: usize,
+    batch_size: usize,
+    first_step: u64,
+    names: HashMap<MetricId, String>,
+    train: BTreeMap<String, f64>,
+    valid: BTreeMap<String, f64>,
+    split: String,
+    items_in_split: usize,
+    interval: usize,
+    started: Instant,
+}
+
+impl LogRenderer {
+    /// Logs every `every` steps of `batch_size` images; `first_step` is the step the run
+    /// (re)starts from.
+    pub fn new(every: usize, batch_size: usize, first_step: u64) -> Self {
+        Self {
+            every: every.max(1),
+            batch_size: batch_size.max(1),
+            first_step,
+            names: HashMap::new(),
+            train: BTreeMap::new(),
+            valid: BTreeMap::new(),
+            split: String::new(),
+            items_in_split: 0,
+            interval: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn record(&mut self, state: MetricState, valid: bool) {
+        if let MetricState::Numeric(entry, Some(value)) = state
+            && let Some(name) = self.names.get(&entry.metric_id)
+        {
+            let target = if valid { &mut self.valid } else { &mut self.train };
+            target.insert(name.clone(), value.current());
+        }
+    }
+
+    fn line(values: &BTreeMap<String, f64>) -> String {
+        values.iter().map(|(k, v)| format!("{k} {}", fmt(*v))).collect::<Vec<_>>().join(" | ")
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) { format!("{v:.3e}") } else { format!("{v:.4}") }
+}
+
+/// burn-train's dashboard in a terminal, [`LogRenderer`] otherwise.
+pub fn renderer_for(every: usize, batch_size: usize, first_step: u64) -> Option<Box<dyn MetricsRenderer>> {
+    if std::io::stdout().is_terminal() { None } else { Some(Box::new(LogRenderer::new(every, batch_size, first_step))) }
+}
+
+impl MetricsRendererTraining for LogRenderer {
+    fn update_train(&mut self, state: MetricState) {
+        self.record(state, false);
+    }
+
+    fn update_valid(&mut self, state: MetricState) {
+        self.record(state, true);
+    }
+}
+
+impl MetricsRendererEvaluation for LogRenderer {
+    fn update_test(&mut self, _name: EvaluationName, state: MetricState) {
+        self.record(state, true);
+    }
+}
+
+impl TrainingProgressLogger for LogRenderer {
+    fn start(&mut self, total_epochs: usize, _starting_epoch: usize, _total_items: Option<usize>, label: Option<&str>) {
+        eprintln!("{}: {total_epochs} validation intervals", label.unwrap_or("training"));
+    }
+
+    fn update_epoch(&mut self, epoch: usize) {
+        self.interval = epoch;
+    }
+
+    fn start_split(&mut self, split: &str, _total_items: usize) {
+        self.split = split.to_string();
+        self.items_in_split = 0;
+    }
+
+    fn update_split(&mut self, items_processed: usize) {
+        self.items_in_split = items_processed;
+        if self.split == "train" {
+            let steps = items_processed / self.batch_size;
+            if steps > 0 && steps % self.every == 0 {
+                let step = self.first_step + steps as u64;
+                eprintln!("[{:>7.1}s] step {step} | {}", self.started.elapsed().as_secs_f64(), Self::line(&self.train));
+            }
+        }
+    }
+
+    fn end_split(&mut self) {
+        if self.split == "valid" {
+            eprintln!("[{:>7.1}s] validation | {}", self.started.elapsed().as_secs_f64(), Self::line(&self.valid));
+        } else {
+            self.first_step += (self.items_in_split / self.batch_size) as u64;
+        }
+    }
+
+    fn end(&mut self) {
+        eprintln!("[{:>7.1}s] training ended", self.started.elapsed().as_secs_f64());
+    }
+
+    fn log_event_training(&mut self, event: String) {
+        // burn-train reports every iteration as an event; the step lines say enough.
+        if event != "Iteration" && !event.starts_with("Iteration ") {
+            eprintln!("{event}");
+        }
+    }
+}
+
+impl EvaluationProgressLogger for LogRenderer {
+    fn start_global_progress(&mut self, _total_tests: usize) {}
+    fn start_test(&mut self, name: &str, _total_items: usize) {
+        self.split = name.to_string();
+    }
+    fn update_test_progress(&mut self, _items_processed: usize) {}
+    fn end_test(&mut self) {
+        eprintln!("{} | {}", self.split, Self::line(&self.valid));
+    }
+    fn end_global_progress(&mut self) {}
+    fn log_event_evaluation(&mut self, event: String) {
+        eprintln!("{event}");
+    }
+}
+
+impl MetricsRenderer for LogRenderer {
+    fn manual_close(&mut self) {}
+
+    fn register_metric(&mut self, definition: MetricDefinition) {
+        self.names.insert(definition.metric_id.clone(), definition.name.to_string());
+    }
+}
