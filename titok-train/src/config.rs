@@ -206,6 +206,20 @@ impl TrainConfig {
         Ok(config)
     }
 
+    /// Whether a run started with `self` can be resumed with `other`: everything equal but the
+    /// length of the run, the log interval and the number of data workers (none of which
+    /// changes the computation of the steps already taken).
+    pub fn same_run_as(&self, other: &TrainConfig) -> bool {
+        let normalise = |c: &TrainConfig| {
+            let mut c = c.clone();
+            c.run.total_steps = 0;
+            c.run.log_every = 0;
+            c.data.num_workers = 0;
+            c
+        };
+        normalise(self) == normalise(other)
+    }
+
     /// Checks the run numbers.
     ///
     /// # Errors

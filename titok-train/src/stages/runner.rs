@@ -145,13 +145,16 @@ where
     let config_json = serde_json::to_string_pretty(cfg).expect("serialisable");
     let resume = l.run.latest()?;
     if let Some(state) = &resume {
-        let saved = std::fs::read_to_string(l.run.root.join("config.json")).unwrap_or_default();
-        if saved != config_json {
+        let saved_path = l.run.root.join("config.json");
+        let saved = TrainConfig::load(Some(&saved_path), &[])?;
+        if !saved.same_run_as(cfg) {
             return Err(TrainError::Resume(format!(
-                "{} holds a run with another configuration; use a new --run folder (or the same config)",
+                "{} holds a run with another configuration (only run.total_steps, run.log_every and \
+                 data.num_workers may change on resume); use a new --run folder",
                 l.run.root.display()
             )));
         }
+        titok_model::checkpoint::write_bytes_atomically(&saved_path, config_json.as_bytes())?;
         if state.dataset_len != l.train.schedule().len {
             return Err(TrainError::Resume(format!(
                 "the training data changed: {} images now, {} when the run started",
