@@ -106,6 +106,35 @@ impl VectorQuantizer {
         }
     }
 
+    /// Anchoring of unused codes, a training aid against codebook collapse in the spirit of the
+    /// official `clustering_vq` option (CVQ-VAE, Zheng & Vedaldi 2023, which moves under-used
+    /// codes onto the batch's features): every code that no latent of the batch picked is pulled
+    /// toward its nearest latent. Returns the mean squared distance of the unused codes to their
+    /// nearest (detached) latent, `[1]`; zero when every code is used. Gradients reach only the
+    /// codebook.
+    ///
+    /// # Shapes
+    /// - `z`: encoder output `[batch, C, 1, K]`; `indices`: the batch's ids `[batch, K]`
+    pub fn unused_code_anchor_loss(&self, z: Tensor<4>, indices: Tensor<2, Int>) -> Tensor<1> {
+        let [b, c, h, k] = z.dims();
+        let z = to_f32(z).permute([0, 2, 3, 1]).reshape([b * h * k, c]).detach();
+        let z = if self.use_l2_norm { l2_normalize_rows(z) } else { z };
+        let codebook = self.codebook(); // [N, C], tracked
+        let n = codebook.dims()[0];
+        let mut unused = vec![1.0f32; n];
+        for id in indices.try_into_vec_as::<i64>().unwrap_or_default() {
+            if let Some(u) = unused.get_mut(id as usize) {
+                *u = 0.0;
+            }
+        }
+        let count: f32 = unused.iter().sum();
+        let device = codebook.device();
+        let mask = Tensor::<1>::from_data(burn::tensor::TensorData::new(unused, [n]), &device).reshape([n, 1]);
+        let dist = codebook.clone().square().sum_dim(1) + z.clone().square().sum_dim(1).reshape([1, -1])
+            - codebook.matmul(z.transpose()).mul_scalar(2.0); // [N, B·K]
+        (dist.min_dim(1) * mask).sum().div_scalar(count.max(1.0))
+    }
+
     /// Looks up token ids: `[batch, K]` ids -> `[batch, C, 1, K]` codes (re-normalised if l2).
     ///
     /// Ids must be in `0..codebook_size`; callers that take ids from users check them first
@@ -228,6 +257,23 @@ mod tests {
         assert!(out.losses.quantizer_loss.into_scalar::<f32>().is_finite());
         let norms = q.codebook().square().sum_dim(1).try_into_vec_as::<f32>().unwrap();
         assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5));
+    }
+
+    #[test]
+    fn unused_codes_are_pulled_toward_their_nearest_latent() {
+        let device = Device::flex().autodiff();
+        let q = VectorQuantizer::new(32, 4, true, 0.25, &device);
+        let z = Tensor::<4>::random([2, 4, 1, 3], Distribution::Normal(0.0, 1.0), &device);
+        let out = q.forward(z.clone());
+        let loss = q.unused_code_anchor_loss(z, out.indices.clone());
+        assert!(loss.clone().into_scalar::<f32>() > 0.0, "at most 6 of 32 codes are used");
+        let grads = loss.backward();
+        let g = q.embedding.weight.val().grad(&grads).expect("codebook gradient");
+        let used: Vec<i64> = out.indices.try_into_vec_as().unwrap();
+        let rows = g.abs().sum_dim(1).try_into_vec_as::<f32>().unwrap();
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!(*r > 0.0, !used.contains(&(i as i64)), "code {i}: only unused codes move");
+        }
     }
 
     #[test]

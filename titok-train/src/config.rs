@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use titok_model::generator::GeneratorConfig;
 use titok_model::{TitokConfig, VqganConfig};
 
 use crate::train::TrainError;
@@ -42,6 +43,10 @@ pub struct DataConfig {
     pub num_workers: usize,
     /// Random horizontal flips in training.
     pub hflip: bool,
+    /// Generator training: the token cache file, built on first use (default
+    /// `<run>/tokens.bin`); share it between runs of the same tokenizer and data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_cache: Option<PathBuf>,
 }
 
 impl Default for DataConfig {
@@ -54,6 +59,7 @@ impl Default for DataConfig {
             image_size: 256,
             num_workers: 2,
             hflip: true,
+            token_cache: None,
         }
     }
 }
@@ -132,11 +138,90 @@ pub struct LossConfig {
     pub quantizer_weight: f64,
     /// KL weight of VAE tokenizers.
     pub kl_weight: f64,
+    /// VQ tokenizers: weight of the unused-code anchor loss against codebook collapse (codes no
+    /// latent of the batch picked are pulled toward their nearest latent; in the spirit of the
+    /// official `clustering_vq`). 0 = off (the official stage-1/2 recipe).
+    pub unused_code_weight: f64,
+    /// Generator (MLM loss): label smoothing of the cross-entropy (official 0.1).
+    pub mlm_label_smoothing: f64,
+    /// Generator (MLM loss): weight of unmasked positions; masked ones weigh 1 (official 0.1).
+    pub mlm_unmasked_weight: f64,
+    /// Pixel modes (`stage2`, `single-stage`, `vqgan`): weight of the perceptual loss; 0 (the
+    /// default) loads no perceptual network. Official: stage 2 0.1, single stage 1.1.
+    pub perceptual_weight: f64,
+    /// Perceptual loss by its official name: `lpips`, `convnext_s` or `lpips-convnext_s-A-B`.
+    pub perceptual_loss: String,
+    /// LPIPS weights (safetensors, AlexNet or VGG16 layout), e.g.
+    /// `../shared/weights/lpips_alexnet.safetensors`; needed when the loss uses LPIPS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perceptual_weights: Option<PathBuf>,
+    /// torchvision `convnext_small` weights (safetensors); needed for `convnext_s` (none ship).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub convnext_weights: Option<PathBuf>,
+    /// Images whose side is smaller are up-sampled (bilinear) to this side before the
+    /// perceptual network: at 32 px AlexNet's deeper taps are 1x1 and LPIPS degenerates. No
+    /// effect at 256 px.
+    pub perceptual_min_size: usize,
+    /// Pixel modes: weight of the generator (adversarial) loss `−mean D(x̂)` once the GAN is
+    /// on; 0 (the default) builds no discriminator. Official: stage 2 0.01, single stage 0.1.
+    pub gan_weight: f64,
+    /// Optimisation step at which the discriminator starts training and the generator loss is
+    /// used (official: stage 2 20 000, single stage 200 000).
+    pub gan_start: u64,
+    /// Weight of the LeCam regulariser in the discriminator loss (official 0.001; 0 = off).
+    pub lecam_weight: f64,
+    /// Decay of the LeCam EMA of the mean logits (official 0.999).
+    pub lecam_ema_decay: f64,
+    /// Discriminator width: stem channels, a multiple of 32 (official 128).
+    pub discriminator_channels: usize,
+    /// Discriminator down-sampling stages (official 3).
+    pub discriminator_stages: usize,
 }
 
 impl Default for LossConfig {
     fn default() -> Self {
-        Self { l2_weight: 1.0, quantizer_weight: 1.0, kl_weight: 1e-6 }
+        Self {
+            l2_weight: 1.0,
+            quantizer_weight: 1.0,
+            kl_weight: 1e-6,
+            unused_code_weight: 0.0,
+            mlm_label_smoothing: 0.1,
+            mlm_unmasked_weight: 0.1,
+            perceptual_weight: 0.0,
+            perceptual_loss: "lpips".into(),
+            perceptual_weights: None,
+            convnext_weights: None,
+            perceptual_min_size: 64,
+            gan_weight: 0.0,
+            gan_start: 20_000,
+            lecam_weight: 0.001,
+            lecam_ema_decay: 0.999,
+            discriminator_channels: 128,
+            discriminator_stages: 3,
+        }
+    }
+}
+
+/// The MaskGIT generator of the `generator` mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorSpec {
+    /// A generator preset (`small`, `tiny`, `l32`, `b64`, `s128`); its token layout (codebook
+    /// size, `K`, classes) is taken from the tokenizer and the data. Ignored when `config` is
+    /// given; neither = `small`.
+    pub preset: Option<String>,
+    /// An explicit generator configuration; its codebook size, `image_seq_len` and classes must
+    /// match the tokenizer and the data.
+    pub config: Option<GeneratorConfig>,
+    /// Classes shown in the periodic sample grid (spread over all classes; one column each).
+    pub sample_classes: usize,
+    /// Samples per class in the grid (rows).
+    pub samples_per_class: usize,
+}
+
+impl Default for GeneratorSpec {
+    fn default() -> Self {
+        Self { preset: None, config: None, sample_classes: 10, samples_per_class: 1 }
     }
 }
 
@@ -148,6 +233,10 @@ pub struct TrainConfig {
     pub model: ModelSpec,
     /// Stage 1: the MaskGIT-VQGAN teacher (HF folder, or the official `.bin`).
     pub teacher: Option<PathBuf>,
+    /// Stage 2: the MaskGIT-VQGAN (folder or `.bin`) whose decoder and codebook become the
+    /// model's `pixel_decoder` and `pixel_quantize`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pixel_decoder: Option<PathBuf>,
     /// Data.
     pub data: DataConfig,
     /// Optimizer.
@@ -156,6 +245,13 @@ pub struct TrainConfig {
     pub run: RunConfig,
     /// Loss weights.
     pub loss: LossConfig,
+    /// Generator training: the TiTok tokenizer (an HF folder) whose tokens the generator
+    /// learns; also decodes the sample grids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<PathBuf>,
+    /// Generator training: the MaskGIT generator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator: Option<GeneratorSpec>,
 }
 
 impl TrainConfig {
@@ -206,6 +302,67 @@ impl TrainConfig {
         Ok(config)
     }
 
+    /// The defaults of the `generator` mode: the official MaskGIT recipe
+    /// (`configs/training/generator/maskgit.yaml`, REFERENCE §7e): AdamW lr 2e-4, β (0.9, 0.96),
+    /// weight decay 0.03, 10 k warm-up steps, cosine to 1e-5, 500 k steps, grad clip 1.0,
+    /// batch 64 (per GPU in the official runs), centre crops with flips, the `small` generator.
+    pub fn generator_recipe() -> Self {
+        let mut c = Self::default();
+        c.optim = OptimConfig {
+            lr: 2e-4,
+            end_lr: 1e-5,
+            warmup_steps: 10_000,
+            beta1: 0.9,
+            beta2: 0.96,
+            weight_decay: 0.03,
+            grad_clip: 1.0,
+        };
+        c.run.batch_size = 64;
+        c.run.total_steps = 500_000;
+        c.generator = Some(GeneratorSpec::default());
+        c
+    }
+
+    /// Defaults of the `stage2` mode: the official stage-2 recipe (REFERENCE §7b): AdamW lr
+    /// 1e-4 → 1e-5 cosine after 5 000 warm-up steps, β (0.9, 0.999), weight decay 1e-4,
+    /// clip 1.0, 500 000 steps; L2 1.0, perceptual 0.1, GAN 0.01 from step 20 000, LeCam 0.001.
+    /// The perceptual term is LPIPS (the official ConvNeXt-S logits need weights that do not
+    /// ship; `loss.perceptual_loss = "convnext_s"` with `loss.convnext_weights` selects them).
+    pub fn stage2_recipe() -> Self {
+        let mut c = Self::default();
+        c.optim = OptimConfig { warmup_steps: 5_000, beta2: 0.999, ..OptimConfig::default() };
+        c.run.total_steps = 500_000;
+        c.loss.perceptual_weight = 0.1;
+        c.loss.gan_weight = 0.01;
+        c.loss.gan_start = 20_000;
+        c
+    }
+
+    /// As [`TrainConfig::load`], with the values the file leaves out taken from `defaults`
+    /// (e.g. [`TrainConfig::generator_recipe`]) instead of [`TrainConfig::default`]: the file is
+    /// merged into `defaults` key by key, then `overrides` are applied.
+    ///
+    /// # Errors
+    /// As [`TrainConfig::load`].
+    pub fn load_with_defaults(defaults: Self, path: Option<&Path>, overrides: &[String]) -> Result<Self, TrainError> {
+        let mut value = serde_json::to_value(defaults).expect("serialisable");
+        if let Some(p) = path {
+            let text = std::fs::read_to_string(p).map_err(|e| TrainError::io(p, e))?;
+            let given: Value = if p.extension().is_some_and(|e| e == "toml") {
+                let t: toml::Value =
+                    toml::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))?;
+                serde_json::to_value(t).map_err(|e| TrainError::Config(e.to_string()))?
+            } else {
+                serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))?
+            };
+            merge_json(&mut value, given);
+        }
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        serde_json::from_value(value).map_err(|e| TrainError::Config(format!("{e}")))
+    }
+
     /// Whether a run started with `self` can be resumed with `other`: everything equal but the
     /// length of the run, the log interval and the number of data workers (none of which
     /// changes the computation of the steps already taken).
@@ -235,6 +392,23 @@ impl TrainConfig {
             return Err(TrainError::Config(format!("run.ema_decay {} must be in [0, 1)", r.ema_decay)));
         }
         Ok(())
+    }
+}
+
+/// Merges `given` into `base`: objects key by key (recursively), anything else replaces.
+fn merge_json(base: &mut Value, given: Value) {
+    match (base, given) {
+        (Value::Object(b), Value::Object(g)) => {
+            for (k, v) in g {
+                match b.get_mut(&k) {
+                    Some(slot) => merge_json(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
     }
 }
 

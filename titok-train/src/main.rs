@@ -45,6 +45,10 @@ struct Common {
     /// Device: auto, cpu, wgpu, gpu or cuda[:N].
     #[arg(long, default_value = "auto")]
     device: DeviceRequest,
+    /// Data-parallel devices, comma-separated (e.g. `cuda:0,cuda:1`); overrides `--device`.
+    /// Each step's batch is split across them and the gradients averaged on the first.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<DeviceRequest>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,6 +59,18 @@ enum Mode {
     Stage1(Common),
     /// Single stage: TiTok trained straight to pixels (L2 + quantizer or KL).
     SingleStage(Common),
+    /// Stage 2: fine-tune the decoder and pixel decoder of a two-stage TiTok toward pixels with
+    /// L2 + perceptual + GAN (discriminator with hinge + LeCam); encoder, quantizer and latent
+    /// tokens frozen. Set `model.init` (a stage-1 TiTok HF folder) and `pixel_decoder` (its
+    /// MaskGIT-VQGAN). Defaults: the official stage-2 recipe, LPIPS as the perceptual term.
+    Stage2(Common),
+    /// MaskGIT generator on the tokens of `tokenizer` (an HF folder): masked token modelling,
+    /// class-conditional. Tokenizes the training split into `data.token_cache` first (default
+    /// `<run>/tokens.bin`) unless that cache exists. Defaults: the official MaskGIT recipe.
+    Generator(Common),
+    /// Only build the generator's token cache (`data.token_cache`, default `<run>/tokens.bin`):
+    /// the training split encoded with `tokenizer`, each image and its mirror.
+    Tokens(Common),
 }
 
 fn main() -> Result<()> {
@@ -67,6 +83,9 @@ fn main() -> Result<()> {
         Mode::Vqgan(c) => ("vqgan", c),
         Mode::Stage1(c) => ("stage1", c),
         Mode::SingleStage(c) => ("single-stage", c),
+        Mode::Stage2(c) => ("stage2", c),
+        Mode::Generator(c) => ("generator", c),
+        Mode::Tokens(c) => ("tokens", c),
     };
     let mut overrides = common.overrides.clone();
     if let Some(d) = &common.data {
@@ -83,17 +102,40 @@ fn main() -> Result<()> {
     if has_checkpoint && !common.resume {
         bail!("{} already holds a checkpoint: pass --resume to continue it, or choose another --run", common.run.display());
     }
-    let (device, name) = select_device(common.device)?;
-    eprintln!("titok-train {mode}: device {name}, run {}", common.run.display());
+    let requests = if common.devices.is_empty() { vec![common.device] } else { common.devices.clone() };
+    let mut devices = Vec::new();
+    let mut names = Vec::new();
+    for r in requests {
+        let (d, n) = select_device(r)?;
+        devices.push(d);
+        names.push(n);
+    }
+    eprintln!("titok-train {mode}: device {}, run {}", names.join(" + "), common.run.display());
     match mode {
         "vqgan" => {
-            stages::vqgan::train_vqgan(config, &common.run, &device).context("vqgan training")?;
+            stages::vqgan::train_vqgan(config, &common.run, &devices).context("vqgan training")?;
         }
         "stage1" => {
-            stages::tokenizer::train_tokenizer(config, true, &common.run, &device).context("stage-1 training")?;
+            stages::tokenizer::train_tokenizer(config, true, &common.run, &devices).context("stage-1 training")?;
+        }
+        "stage2" => {
+            let config = TrainConfig::load_with_defaults(TrainConfig::stage2_recipe(), common.config.as_deref(), &overrides)?;
+            stages::stage2::train_stage2(config, &common.run, &devices).context("stage-2 training")?;
+        }
+        "generator" | "tokens" => {
+            let recipe = TrainConfig::generator_recipe();
+            let config = TrainConfig::load_with_defaults(recipe, common.config.as_deref(), &overrides)?;
+            if mode == "tokens" {
+                let device = &devices[0];
+                let tokenizer = stages::generator::load_tokenizer(&config, device)?;
+                let (cache, path) = stages::generator::prepare_token_cache(&config, &tokenizer, &common.run, device)?;
+                eprintln!("token cache {}: {} images x {} views x {} tokens", path.display(), cache.len(), cache.views(), cache.seq_len());
+                return Ok(());
+            }
+            stages::generator::train_generator(config, &common.run, &devices).context("generator training")?;
         }
         _ => {
-            stages::tokenizer::train_tokenizer(config, false, &common.run, &device).context("single-stage training")?;
+            stages::tokenizer::train_tokenizer(config, false, &common.run, &devices).context("single-stage training")?;
         }
     }
     eprintln!("done; EMA weights in {}/checkpoints/", common.run.display());

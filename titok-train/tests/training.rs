@@ -256,3 +256,26 @@ fn bad_training_input_gives_clear_errors() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Data parallelism over two CPU "devices" computes the same steps as one device (up to float
+/// reassociation: each shard's mean loss is averaged instead of one mean over the batch).
+#[test]
+fn data_parallel_steps_match_single_device() {
+    let cfg = config("cifar10-titok-tiny.json");
+    let sets = common_sets(6);
+    let one = scratch("dp-one");
+    run_ok("single-stage", &cfg, &one, &sets);
+    let two = scratch("dp-two");
+    let out = command("single-stage", &cfg, &two, &sets).args(["--devices", "cpu,cpu"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cpu (flex) + cpu (flex)"));
+    let (a, b) = (logged(&one, "train", "Loss"), logged(&two, "train", "Loss"));
+    assert_eq!(a.len(), 6);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-3 * x.abs(), "loss {x} (one device) vs {y} (two)");
+    }
+    for d in [one, two] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -16,6 +16,7 @@
 //! `acc_real.stats()?.fid(&acc_recon.stats()?)`. LPIPS lives in [`crate::losses::lpips`];
 //! codebook statistics in [`titok_model::CodebookStats`].
 
+pub mod dataset;
 mod error;
 pub mod frechet;
 pub mod image_metrics;
@@ -24,6 +25,10 @@ pub mod npz;
 pub mod report;
 pub mod resize;
 
+pub use dataset::{
+    DatasetEval, EvalImages, EvalOptions, GenerationPlan, ReconMetrics, Reference, as_saved_samples, evaluate_generation,
+    evaluate_reconstruction, evaluate_samples, image_stats,
+};
 pub use error::{EvalError, Result};
 pub use frechet::{FeatureAccumulator, FidStats, frechet_distance};
 pub use image_metrics::{psnr, rfid_round, ssim};

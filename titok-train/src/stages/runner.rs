@@ -126,6 +126,8 @@ pub struct Launch<M: LearnerModel> {
     pub on_checkpoint: StepHook<M>,
     /// Runs after each validation (e.g. a PNG grid).
     pub on_validation: StepHook<M>,
+    /// More training devices (data parallel); empty for one device.
+    pub extra_devices: Vec<Device>,
 }
 
 /// Trains `model` with burn-train: resumes from `<run>/latest.json` when present, otherwise
@@ -188,6 +190,7 @@ where
         state,
         on_checkpoint: l.on_checkpoint,
         on_validation: l.on_validation,
+        extra_devices: l.extra_devices,
     };
     let mut training = SupervisedTraining::new(&l.run.root, Arc::new(l.train.clone()), l.valid)
         .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)))

@@ -18,6 +18,7 @@ use titok_model::checkpoint::{StorageDType, load_titok, load_vqgan, save_titok};
 use titok_model::loss::proxy_code_cross_entropy;
 use titok_model::{CodebookStats, MaskgitVqgan, Titok};
 
+use super::pixel_loss::{PixelLoss, step_both_sides, with_discriminator_groups};
 use super::runner::{Launch, MetricSpec, launch, open_data, spread, train_loader, valid_loader};
 use crate::config::TrainConfig;
 use crate::data::image_io::save_png_grid;
@@ -39,11 +40,9 @@ pub enum TokenizerObjective {
         /// Weight of the quantizer loss (official 1.0).
         quantizer_weight: f64,
     },
-    /// Single stage: `l2_weight` × MSE to the pixels + `quantizer_weight` × quantizer loss
-    /// (or `kl_weight` × KL for VAE tokenizers).
+    /// Single stage: the trainee's [`PixelLoss`] (L2, and the perceptual and GAN terms when
+    /// weighted) + `quantizer_weight` × quantizer loss (or `kl_weight` × KL for VAE tokenizers).
     Pixels {
-        /// Weight of the pixel MSE.
-        l2_weight: f64,
         /// Weight of the quantizer loss.
         quantizer_weight: f64,
         /// Weight of the KL term (VAE).
@@ -62,6 +61,9 @@ pub struct TokenizerTrainee {
     pub teacher: Option<MaskgitVqgan>,
     /// Number of EMA updates so far (a buffer, saved with the checkpoint).
     pub ema_updates: Param<Tensor<1>>,
+    /// Single stage: the pixel objective (L2, plus the perceptual and GAN terms with the
+    /// discriminator when weighted); unused by stage 1.
+    pub loss: PixelLoss,
     /// The objective.
     #[module(skip)]
     pub objective: TokenizerObjective,
@@ -71,25 +73,44 @@ pub struct TokenizerTrainee {
     /// Global gradient-norm clip (0 = off).
     #[module(skip)]
     pub grad_clip: f64,
+    /// Weight of the unused-code anchor loss (VQ; 0 = off), see
+    /// [`titok_model::VectorQuantizer::unused_code_anchor_loss`].
+    #[module(skip)]
+    pub unused_code_weight: f64,
 }
 
 impl TokenizerTrainee {
+    /// Turns on the unused-code anchor loss against codebook collapse.
+    pub fn with_unused_code_weight(mut self, weight: f64) -> Self {
+        self.unused_code_weight = weight;
+        self
+    }
+
     /// Wraps a tokenizer for training; the EMA starts as a copy, the teacher is frozen.
-    pub fn new(model: Titok, teacher: Option<MaskgitVqgan>, objective: TokenizerObjective, ema_max_decay: f64, grad_clip: f64) -> Self {
+    pub fn new(
+        model: Titok,
+        teacher: Option<MaskgitVqgan>,
+        objective: TokenizerObjective,
+        loss: PixelLoss,
+        ema_max_decay: f64,
+        grad_clip: f64,
+    ) -> Self {
         let device = model.latent_tokens.device();
         Self {
             ema: ema_copy(&model),
             model,
             teacher: teacher.map(|t| t.no_grad()),
             ema_updates: ema_counter(&device),
+            loss,
             objective,
             ema_max_decay,
             grad_clip,
+            unused_code_weight: 0.0,
         }
     }
 
-    /// Loss and logged terms of one batch.
-    fn forward_loss(&self, images: Tensor<4>) -> (Tensor<1>, StepTerms) {
+    /// Loss, logged terms and (single stage) reconstructions of one batch.
+    fn forward_loss(&self, images: Tensor<4>) -> (Tensor<1>, StepTerms, Option<Tensor<4>>) {
         let b = images.dims()[0];
         let enc = self.model.encode_unchecked(images.clone());
         let mut terms = StepTerms::new(b);
@@ -99,7 +120,7 @@ impl TokenizerTrainee {
             terms = terms.with("usage", stats.usage).with("perplexity", stats.perplexity);
         }
         let quantizer = enc.losses.as_ref().map(|l| l.quantizer_loss.clone());
-        let (loss, terms) = match self.objective {
+        let (loss, mut terms, recon) = match self.objective {
             TokenizerObjective::ProxyCodes { quantizer_weight } => {
                 let teacher = self.teacher.as_ref().expect("stage 1 needs a teacher");
                 let targets = teacher.encode(images.clone().detach()); // [b, G²]
@@ -107,9 +128,9 @@ impl TokenizerTrainee {
                 let ce = proxy_code_cross_entropy(logits, targets.to_device(&self.model.latent_tokens.device()));
                 let q = quantizer.expect("stage 1 is VQ");
                 let terms = terms.with("ce", scalar(&ce)).with("quantizer", scalar(&q));
-                (ce + q.mul_scalar(quantizer_weight), terms)
+                (ce + q.mul_scalar(quantizer_weight), terms, None)
             }
-            TokenizerObjective::Pixels { l2_weight, quantizer_weight, kl_weight } => {
+            TokenizerObjective::Pixels { quantizer_weight, kl_weight } => {
                 let (latents, reg) = match (&enc.posterior, quantizer) {
                     (Some(post), _) => {
                         let kl = post.kl().mean().mul_scalar(kl_weight);
@@ -119,16 +140,25 @@ impl TokenizerTrainee {
                     (None, None) => unreachable!("VQ or VAE"),
                 };
                 let recon = self.model.decode(latents);
-                let mse = (recon.clone() - images.clone()).square().mean();
+                // Shapes were checked when the loss was built (`PixelLoss::new`).
+                let pixel = self.loss.generator(recon.clone(), images.clone()).expect("images fit the loss networks");
                 let psnr = psnr(recon.clone().detach().clamp(0.0, 1.0), images.detach())
                     .map(|p| p.mean().into_scalar::<f64>())
                     .unwrap_or(f64::NAN);
-                let terms = terms.with("l2", scalar(&mse)).with("regularizer", scalar(&reg)).with("psnr", psnr);
-                (mse.mul_scalar(l2_weight) + reg, terms)
+                let terms = pixel.log(terms).with("regularizer", scalar(&reg)).with("psnr", psnr);
+                (pixel.total + reg, terms, Some(recon))
             }
         };
+        let loss = match (&self.model.quantize, &enc.tokens) {
+            (Some(q), Some(ids)) if self.unused_code_weight > 0.0 => {
+                let anchor = q.unused_code_anchor_loss(enc.encoder.z.clone(), ids.clone());
+                terms = terms.with("anchor", scalar(&anchor));
+                loss + anchor.mul_scalar(self.unused_code_weight)
+            }
+            _ => loss,
+        };
         let terms = terms.with("loss", scalar(&loss));
-        (loss, terms)
+        (loss, terms, recon)
     }
 }
 
@@ -137,15 +167,25 @@ impl TrainStep for TokenizerTrainee {
     type Output = StepTerms;
 
     fn step(&self, batch: ImageBatch) -> TrainOutput<StepTerms> {
-        let (loss, terms) = self.forward_loss(batch.images);
-        TrainOutput::new(self, loss.backward(), terms)
+        let images = batch.images;
+        let (loss, mut item, recon) = self.forward_loss(images.clone());
+        let d = match recon {
+            Some(recon) => self.loss.discriminator(recon, images).expect("images fit the discriminator"),
+            None => None,
+        };
+        if let Some(d) = &d {
+            item = d.log(item);
+        }
+        TrainOutput { grads: self.loss.gradients(self, &self.model, loss, d.as_ref()), item }
     }
 
-    fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, mut grads: GradientsParams) -> Self {
+    fn optimize(mut self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, mut grads: GradientsParams) -> Self {
+        let discriminator = self.loss.take_discriminator_update(&mut grads, self.grad_clip);
         if self.grad_clip > 0.0 {
             clip_grad_norm(&self.model, &mut grads, self.grad_clip);
         }
-        let mut next = optim.step(lr, self, grads);
+        let mut next = step_both_sides(optim, lr, self, grads, discriminator);
+        next.loss.advance();
         next.ema = ema_step(next.ema, &next.model, &mut next.ema_updates, next.ema_max_decay);
         next
     }
@@ -175,7 +215,8 @@ fn ids_to_vec(ids: Tensor<2, Int>) -> Vec<i64> {
 ///
 /// # Errors
 /// [`TrainError`] for configurations, data, checkpoints and failed runs.
-pub fn train_tokenizer(config: TrainConfig, stage1: bool, run_dir: &Path, device: &Device) -> Result<Titok, TrainError> {
+pub fn train_tokenizer(config: TrainConfig, stage1: bool, run_dir: &Path, devices: &[Device]) -> Result<Titok, TrainError> {
+    let device = devices.first().ok_or_else(|| TrainError::Config("no training device".into()))?;
     config.validate_run()?;
     let titok_config = config.titok()?;
     let run = RunDir::create(run_dir)?;
@@ -208,18 +249,25 @@ pub fn train_tokenizer(config: TrainConfig, stage1: bool, run_dir: &Path, device
     let objective = if stage1 {
         TokenizerObjective::ProxyCodes { quantizer_weight: config.loss.quantizer_weight }
     } else {
-        TokenizerObjective::Pixels {
-            l2_weight: config.loss.l2_weight,
-            quantizer_weight: config.loss.quantizer_weight,
-            kl_weight: config.loss.kl_weight,
-        }
+        TokenizerObjective::Pixels { quantizer_weight: config.loss.quantizer_weight, kl_weight: config.loss.kl_weight }
     };
-    let trainee = TokenizerTrainee::new(model, teacher, objective, config.run.ema_decay, config.optim.grad_clip);
+    let loss = if stage1 {
+        if config.loss.perceptual_weight > 0.0 || config.loss.gan_weight > 0.0 {
+            return Err(TrainError::Config(
+                "stage 1 trains proxy codes, not pixels: loss.perceptual_weight and loss.gan_weight must be 0 \
+                 (the pixel terms belong to stage2 and single-stage)"
+                    .into(),
+            ));
+        }
+        PixelLoss::l2_only(0.0)
+    } else {
+        PixelLoss::from_train(&config, device)?
+    };
+    let trainee = TokenizerTrainee::new(model, teacher, objective, loss, config.run.ema_decay, config.optim.grad_clip)
+        .with_unused_code_weight(config.loss.unused_code_weight);
     let o = &config.optim;
-    let optim = adamw_with_groups(
-        &trainee,
-        AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() },
-    );
+    let settings = AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() };
+    let optim = with_discriminator_groups(adamw_with_groups(&trainee, settings), &trainee.loss, settings);
     let schedule = WarmupCosine::new(o.lr, o.end_lr, o.warmup_steps, config.run.total_steps as usize);
 
     let preview = spread(&valid, 8);
@@ -262,9 +310,10 @@ pub fn train_tokenizer(config: TrainConfig, stage1: bool, run_dir: &Path, device
         config,
         run,
         device: device.clone(),
-        metrics,
+        metrics: trainee.loss.metric_spec(metrics),
         on_checkpoint,
         on_validation,
+        extra_devices: devices[1..].to_vec(),
     };
     Ok(launch(trainee, optim, schedule, launch_args)?.ema)
 }

@@ -16,6 +16,7 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use titok_model::checkpoint::{StorageDType, load_vqgan, save_vqgan};
 use titok_model::{CodebookStats, MaskgitVqgan, VqganConfig};
 
+use super::pixel_loss::{PixelLoss, step_both_sides, with_discriminator_groups};
 use super::runner::{Launch, MetricSpec, launch, open_data, spread, train_loader, valid_loader};
 use crate::config::TrainConfig;
 use crate::data::image_io::save_png_grid;
@@ -29,7 +30,7 @@ use crate::train::run::RunDir;
 use crate::train::schedule::WarmupCosine;
 use crate::train::strategy::StepHook;
 
-/// The module burn-train trains: the VQGAN and its EMA copy.
+/// The module burn-train trains: the VQGAN, its EMA copy and the pixel loss.
 #[derive(Module, Debug)]
 pub struct VqganTrainee {
     /// The trained model.
@@ -38,9 +39,9 @@ pub struct VqganTrainee {
     pub ema: MaskgitVqgan,
     /// Number of EMA updates so far.
     pub ema_updates: Param<Tensor<1>>,
-    /// Pixel L2 weight.
-    #[module(skip)]
-    pub l2_weight: f64,
+    /// The pixel objective: L2, plus the perceptual and GAN terms (with the discriminator)
+    /// when weighted.
+    pub loss: PixelLoss,
     /// Quantizer loss weight.
     #[module(skip)]
     pub quantizer_weight: f64,
@@ -53,28 +54,30 @@ pub struct VqganTrainee {
 }
 
 impl VqganTrainee {
-    fn forward_loss(&self, images: Tensor<4>) -> (Tensor<1>, StepTerms) {
+    /// Loss, logged terms and reconstructions of one batch.
+    fn forward_loss(&self, images: Tensor<4>) -> (Tensor<1>, StepTerms, Tensor<4>) {
         let b = images.dims()[0];
         let latents = self.model.encoder.forward(images.clone());
         let (z_q, q) = self.model.quantize_latents(latents);
         let recon = self.model.decoder.forward(z_q);
-        let l2 = (recon.clone() - images.clone()).square().mean();
-        let loss = l2.clone().mul_scalar(self.l2_weight) + q.losses.quantizer_loss.clone().mul_scalar(self.quantizer_weight);
+        // Shapes were checked when the loss was built (`PixelLoss::new`).
+        let pixel = self.loss.generator(recon.clone(), images.clone()).expect("VQGAN images fit the loss networks");
+        let loss = pixel.total.clone() + q.losses.quantizer_loss.clone().mul_scalar(self.quantizer_weight);
         let stats = CodebookStats::from_ids(
             q.indices.try_into_vec_as::<i64>().unwrap_or_default(),
             self.model.quantize.codebook_size(),
         );
-        let psnr = psnr(recon.detach().clamp(0.0, 1.0), images.detach())
+        let psnr = psnr(recon.clone().detach().clamp(0.0, 1.0), images.detach())
             .map(|p| p.mean().into_scalar::<f64>())
             .unwrap_or(f64::NAN);
-        let terms = StepTerms::new(b)
-            .with("loss", loss.clone().into_scalar::<f64>())
-            .with("l2", l2.into_scalar::<f64>())
+        let terms = StepTerms::new(b).with("loss", loss.clone().into_scalar::<f64>());
+        let terms = pixel
+            .log(terms)
             .with("quantizer", q.losses.quantizer_loss.into_scalar::<f64>())
             .with("psnr", psnr)
             .with("usage", stats.usage)
             .with("perplexity", stats.perplexity);
-        (loss, terms)
+        (loss, terms, recon)
     }
 }
 
@@ -83,15 +86,22 @@ impl TrainStep for VqganTrainee {
     type Output = StepTerms;
 
     fn step(&self, batch: ImageBatch) -> TrainOutput<StepTerms> {
-        let (loss, terms) = self.forward_loss(batch.images);
-        TrainOutput::new(self, loss.backward(), terms)
+        let images = batch.images;
+        let (loss, mut item, recon) = self.forward_loss(images.clone());
+        let d = self.loss.discriminator(recon, images).expect("VQGAN images fit the discriminator");
+        if let Some(d) = &d {
+            item = d.log(item);
+        }
+        TrainOutput { grads: self.loss.gradients(self, &self.model, loss, d.as_ref()), item }
     }
 
-    fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, mut grads: GradientsParams) -> Self {
+    fn optimize(mut self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, mut grads: GradientsParams) -> Self {
+        let discriminator = self.loss.take_discriminator_update(&mut grads, self.grad_clip);
         if self.grad_clip > 0.0 {
             clip_grad_norm(&self.model, &mut grads, self.grad_clip);
         }
-        let mut next = optim.step(lr, self, grads);
+        let mut next = step_both_sides(optim, lr, self, grads, discriminator);
+        next.loss.advance();
         next.ema = ema_step(next.ema, &next.model, &mut next.ema_updates, next.ema_max_decay);
         next
     }
@@ -112,7 +122,8 @@ impl InferenceStep for VqganTrainee {
 ///
 /// # Errors
 /// [`TrainError`] for configurations, data, checkpoints and failed runs.
-pub fn train_vqgan(config: TrainConfig, run_dir: &Path, device: &Device) -> Result<MaskgitVqgan, TrainError> {
+pub fn train_vqgan(config: TrainConfig, run_dir: &Path, devices: &[Device]) -> Result<MaskgitVqgan, TrainError> {
+    let device = devices.first().ok_or_else(|| TrainError::Config("no training device".into()))?;
     config.validate_run()?;
     let vq_config = config.model.vqgan.clone().unwrap_or_else(VqganConfig::official);
     vq_config.validate()?;
@@ -131,16 +142,14 @@ pub fn train_vqgan(config: TrainConfig, run_dir: &Path, device: &Device) -> Resu
         ema: ema_copy(&model),
         model,
         ema_updates: ema_counter(device),
-        l2_weight: config.loss.l2_weight,
+        loss: PixelLoss::from_train(&config, device)?,
         quantizer_weight: config.loss.quantizer_weight,
         ema_max_decay: config.run.ema_decay,
         grad_clip: config.optim.grad_clip,
     };
     let o = &config.optim;
-    let optim = adamw_with_groups(
-        &trainee,
-        AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() },
-    );
+    let settings = AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() };
+    let optim = with_discriminator_groups(adamw_with_groups(&trainee, settings), &trainee.loss, settings);
     let schedule = WarmupCosine::new(o.lr, o.end_lr, o.warmup_steps, config.run.total_steps as usize);
 
     let preview = ImageBatcher::new(Transform::eval(config.data.image_size as u32)).batch(spread(&valid, 8), device);
@@ -175,9 +184,10 @@ pub fn train_vqgan(config: TrainConfig, run_dir: &Path, device: &Device) -> Resu
         config,
         run,
         device: device.clone(),
-        metrics: METRICS,
+        metrics: trainee.loss.metric_spec(METRICS),
         on_checkpoint,
         on_validation,
+        extra_devices: devices[1..].to_vec(),
     };
     Ok(launch(trainee, optim, schedule, launch_args)?.ema)
 }
@@ -198,7 +208,7 @@ mod tests {
             ema: ema_copy(&model),
             model,
             ema_updates: ema_counter(&device),
-            l2_weight: 1.0,
+            loss: PixelLoss::l2_only(1.0),
             quantizer_weight: 1.0,
             ema_max_decay: 0.999,
             grad_clip: 1.0,

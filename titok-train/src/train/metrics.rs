@@ -33,6 +33,21 @@ impl StepTerms {
         self
     }
 
+    /// Merges the terms of sub-batches (data parallelism): each value is the batch-size
+    /// weighted mean; the batch size is the sum.
+    pub fn merge(parts: Vec<StepTerms>) -> StepTerms {
+        let total: usize = parts.iter().map(|p| p.batch_size).sum();
+        let mut out = StepTerms::new(total);
+        if let Some(first) = parts.first() {
+            for (name, _) in &first.terms {
+                let v = parts.iter().filter_map(|p| p.get(name).map(|v| v * p.batch_size as f64)).sum::<f64>()
+                    / total.max(1) as f64;
+                out.terms.push((name, v));
+            }
+        }
+        out
+    }
+
     /// The value of a term.
     pub fn get(&self, name: &str) -> Option<f64> {
         self.terms.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)

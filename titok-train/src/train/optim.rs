@@ -103,6 +103,11 @@ impl ModuleVisitor for Scale<'_> {
     }
 }
 
+/// Multiplies every gradient of `module`'s parameters by `factor`.
+pub fn scale_grads<M: Module>(module: &M, grads: &mut GradientsParams, factor: f64) {
+    module.visit(&mut Scale { grads, factor });
+}
+
 /// Clips the gradients of `module` by their global L2 norm (`torch.nn.utils.clip_grad_norm_`):
 /// when the norm exceeds `max_norm` every gradient is scaled by `max_norm / (norm + 1e-6)`.
 /// Returns the norm before clipping (0 when there are no gradients).

@@ -16,6 +16,10 @@ use burn::train::{
     TrainStep, TrainingComponents, ValidLoader,
 };
 
+use burn::optim::GradientsAccumulator;
+
+use super::metrics::StepTerms;
+use super::optim::scale_grads;
 use super::run::{RunDir, RunState, SaveTracker};
 use super::stream::StepLoader;
 use crate::train::TrainError;
@@ -46,11 +50,51 @@ pub struct StepStrategy<M: LearnerModel> {
     pub on_checkpoint: StepHook<M>,
     /// Runs after every validation.
     pub on_validation: StepHook<M>,
+    /// More devices for data parallelism (each step's batch is split across the main device and
+    /// these; gradients are averaged on the main device, which runs the optimizer).
+    pub extra_devices: Vec<Device>,
+}
+
+/// Forward and backward of one step: on the learner's device for one shard, else one thread
+/// per device on a copy of the model (`fork`), gradients moved to the main device and averaged
+/// (each shard's loss is a mean over its images, so the average over equal shards is the
+/// gradient of the whole batch's mean loss).
+fn data_parallel_step<M>(learner: &Learner<M>, shards: Vec<<M as TrainStep>::Input>, devices: &[Device]) -> burn::train::TrainOutput<StepTerms>
+where
+    M: LearnerModel + TrainStep<Output = StepTerms>,
+{
+    if shards.len() == 1 {
+        let batch = shards.into_iter().next().expect("one shard");
+        return learner.train_step(batch);
+    }
+    let model = learner.model();
+    let outputs: Vec<burn::train::TrainOutput<StepTerms>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shards
+            .into_iter()
+            .zip(devices)
+            .map(|(batch, device)| {
+                let replica = model.clone();
+                scope.spawn(move || TrainStep::step(&replica.fork(device), batch))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("training worker panicked")).collect()
+    });
+    let main = devices[0].clone();
+    let n = outputs.len();
+    let mut accumulator = GradientsAccumulator::<M>::new();
+    let mut terms = Vec::with_capacity(n);
+    for out in outputs {
+        accumulator.accumulate(&model, out.grads.to_device(&main, &model));
+        terms.push(out.item);
+    }
+    let mut grads = accumulator.grads();
+    scale_grads(&model, &mut grads, 1.0 / n as f64);
+    burn::train::TrainOutput { grads, item: StepTerms::merge(terms) }
 }
 
 impl<M> SupervisedLearningStrategy<M> for StepStrategy<M>
 where
-    M: LearnerModel,
+    M: LearnerModel + TrainStep<Output = StepTerms>,
     <M as TrainStep>::Input: Send + Sync + std::fmt::Debug,
 {
     fn fit(
@@ -63,8 +107,13 @@ where
     ) -> (M, SupervisedTrainingEventProcessor<M>) {
         let device = self.device.clone().autodiff();
         learner.fork(&device);
-        // Training batches live on the autodiff device, validation batches on the plain one.
-        let train = self.loader.on_device(&device);
+        // Training batches live on the autodiff devices (one shard per device), validation
+        // batches on the plain main device.
+        let shard_devices: Vec<Device> = std::iter::once(self.device.clone())
+            .chain(self.extra_devices.iter().cloned())
+            .map(Device::autodiff)
+            .collect();
+        let train = self.loader.sharded(&shard_devices);
         let valid = dataloader_valid.to_device(&self.device);
         let mut processor = components.event_processor;
         let mut checkpointer = components.checkpointer;
@@ -85,14 +134,14 @@ where
             let mut done_items = 0;
             while step < end {
                 let Some(batch) = stream.next() else { break };
-                let batch = match batch {
+                let shards = match batch {
                     Ok(b) => b,
                     Err(e) => {
                         interrupter.fail(e);
                         break;
                     }
                 };
-                let out = learner.train_step(batch);
+                let out = data_parallel_step(&learner, shards, &shard_devices);
                 learner.lr_step();
                 learner.optimizer_step(out.grads);
                 step += 1;

@@ -126,6 +126,38 @@ impl<O: Send + 'static> StepLoader<O> {
         Self { device: device.clone(), ..self.clone() }
     }
 
+    /// The same schedule split for data parallelism: each step yields one sub-batch per device
+    /// (the step's items dealt out in contiguous chunks, the first devices taking one more when
+    /// the batch does not divide evenly).
+    pub fn sharded(&self, devices: &[Device]) -> StepLoader<Vec<O>> {
+        let make = self.make_batch.clone();
+        let devices = devices.to_vec();
+        let make_sharded: MakeBatch<Vec<O>> = Arc::new(move |items, _device| {
+            let n = devices.len();
+            let (base, extra) = (items.len() / n, items.len() % n);
+            let mut start = 0;
+            devices
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let len = base + usize::from(i < extra);
+                    let chunk = &items[start..start + len];
+                    start += len;
+                    make(chunk, d)
+                })
+                .collect()
+        });
+        StepLoader {
+            schedule: self.schedule.clone(),
+            make_batch: make_sharded,
+            start: self.start,
+            end: self.end,
+            workers: self.workers,
+            prefetch: self.prefetch,
+            device: self.device.clone(),
+        }
+    }
+
     /// The same loader over other steps.
     pub fn with_steps(&self, steps: std::ops::Range<u64>) -> Self {
         Self { start: steps.start, end: steps.end, ..self.clone() }

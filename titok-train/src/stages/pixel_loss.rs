@@ -1,0 +1,525 @@
+//! The pixel-space objective shared by every mode that decodes to pixels (stage 2, single
+//! stage, VQGAN): `l2·MSE + perceptual·P(x̂, x) + gan·(−mean D(x̂))` for the generator side,
+//! `hinge + lecam·LeCam` for the discriminator, with the discriminator inside.
+//!
+//! Source: `modeling/modules/losses.py::ReconstructionLoss_Stage2` (`_forward_generator`,
+//! `_forward_discriminator`) and `utils/train_utils.py::train_one_epoch` of the official code;
+//! `../shared/REFERENCE.md` §7b-7c.
+//!
+//! # One optimizer, two sides
+//!
+//! burn-train's `Learner` holds one `ModuleOptimizer`; the discriminator gets its own AdamW
+//! instances as parameter groups of it ([`with_discriminator_groups`]). A training step then
+//! 1. computes the generator objective with a frozen copy of the discriminator and backwards it,
+//!    keeping only the generator's gradients ([`PixelLoss::gradients`]);
+//! 2. computes the discriminator objective on *detached* reconstructions and backwards it,
+//!    keeping only the discriminator's gradients, and merges both sets; the updated LeCam EMA
+//!    travels to `optimize` in the same `GradientsParams`, under the ids of its buffers (the only
+//!    channel burn-train has from `TrainStep::step(&self)` to `optimize(self)`);
+//! 3. in `optimize`, [`PixelLoss::take_discriminator_update`] separates the discriminator's
+//!    gradients (and stores the LeCam EMA); the optimizer steps the generator with the schedule's
+//!    learning rate, then the discriminator with its own ([`step_both_sides`]); the GAN clock
+//!    advances ([`PixelLoss::advance`]).
+//!
+//! With both weights 0 (the defaults) no perceptual network is loaded and no discriminator is
+//! built: the objective is `l2·MSE` and the module has no parameters.
+
+use std::path::Path;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+
+use super::runner::MetricSpec;
+use crate::config::TrainConfig;
+use crate::discriminator::{Discriminator, DiscriminatorConfig};
+use crate::losses::gan::generator_loss;
+use crate::losses::perceptual::resize_bilinear_antialias;
+use crate::losses::{DiscriminatorLoss, GanLossConfig, LecamEma, LossError, PerceptualKind, PerceptualLoss};
+use crate::train::TrainError;
+use crate::train::metrics::StepTerms;
+use crate::train::optim::{AdamWSettings, clip_grad_norm, no_decay_params};
+use crate::train::schedule::WarmupCosine;
+
+/// Weights and settings of a [`PixelLoss`] (from [`crate::config::LossConfig`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PixelLossConfig {
+    /// Weight of the pixel MSE (`[0, 1]` images).
+    pub l2_weight: f64,
+    /// Weight of the perceptual term (0 = no perceptual network).
+    pub perceptual_weight: f64,
+    /// Which perceptual term.
+    pub perceptual_kind: PerceptualKind,
+    /// Images smaller than this side are up-sampled to it before the perceptual network.
+    pub perceptual_min_size: usize,
+    /// The adversarial terms; `None` (GAN weight 0) = no discriminator.
+    pub gan: Option<GanLossConfig>,
+    /// The discriminator to build when `gan` is set.
+    pub discriminator: DiscriminatorConfig,
+    /// Learning rate of the discriminator: its `k`-th update (1-based) uses `lr_at(k)`. The
+    /// official discriminator scheduler is stepped only when the discriminator trains, over
+    /// `total_steps − gan_start` steps with the generator's warm-up and peak.
+    pub discriminator_lr: WarmupCosine,
+}
+
+impl PixelLossConfig {
+    /// L2 only (no perceptual network, no discriminator).
+    pub fn l2_only(l2_weight: f64) -> Self {
+        Self {
+            l2_weight,
+            perceptual_weight: 0.0,
+            perceptual_kind: PerceptualKind::Lpips,
+            perceptual_min_size: 0,
+            gan: None,
+            discriminator: DiscriminatorConfig::official(),
+            discriminator_lr: WarmupCosine::new(0.0, 0.0, 0, 1),
+        }
+    }
+
+    /// The pixel objective a training configuration asks for (`loss.*`, with the discriminator
+    /// learning rate following `optim.*` from `loss.gan_start` to `run.total_steps`).
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] for an unknown perceptual name or negative weights.
+    pub fn from_train(config: &TrainConfig) -> Result<Self, TrainError> {
+        let l = &config.loss;
+        for (name, w) in [("l2_weight", l.l2_weight), ("perceptual_weight", l.perceptual_weight), ("gan_weight", l.gan_weight), ("lecam_weight", l.lecam_weight)] {
+            if !(w >= 0.0 && w.is_finite()) {
+                return Err(TrainError::Config(format!("loss.{name} must be a finite number >= 0, got {w}")));
+            }
+        }
+        if !(0.0..1.0).contains(&l.lecam_ema_decay) {
+            return Err(TrainError::Config(format!("loss.lecam_ema_decay {} must be in [0, 1)", l.lecam_ema_decay)));
+        }
+        let perceptual_kind: PerceptualKind =
+            l.perceptual_loss.parse().map_err(|e: LossError| TrainError::Config(format!("loss.perceptual_loss: {e}")))?;
+        let gan = (l.gan_weight > 0.0).then(|| GanLossConfig {
+            discriminator_start: l.gan_start as usize,
+            discriminator_factor: 1.0,
+            discriminator_weight: l.gan_weight,
+            lecam_weight: l.lecam_weight,
+            lecam_ema_decay: l.lecam_ema_decay,
+        });
+        let o = &config.optim;
+        let d_steps = config.run.total_steps.saturating_sub(l.gan_start).max(1) as usize;
+        Ok(Self {
+            l2_weight: l.l2_weight,
+            perceptual_weight: l.perceptual_weight,
+            perceptual_kind,
+            perceptual_min_size: l.perceptual_min_size,
+            gan,
+            discriminator: DiscriminatorConfig {
+                hidden_channels: l.discriminator_channels,
+                num_stages: l.discriminator_stages,
+                ..DiscriminatorConfig::official()
+            },
+            discriminator_lr: WarmupCosine::new(o.lr, o.end_lr, o.warmup_steps, d_steps),
+        })
+    }
+
+    /// Whether the objective has a perceptual or adversarial term.
+    pub fn has_extra_terms(&self) -> bool {
+        self.perceptual_weight > 0.0 || self.gan.is_some()
+    }
+}
+
+/// The discriminator with its state: the LeCam EMA and the GAN clock.
+#[derive(Module, Debug)]
+pub struct Adversarial {
+    /// The discriminator (trained by the discriminator side only).
+    pub discriminator: Discriminator,
+    /// EMA of the batch-mean real logits (official buffer `ema_real_logits_mean`), `[1]`.
+    pub lecam_real: Param<Tensor<1>>,
+    /// EMA of the batch-mean fake logits (official buffer `ema_fake_logits_mean`), `[1]`.
+    pub lecam_fake: Param<Tensor<1>>,
+    /// Optimisation steps taken (the official `global_step`), `[1]`: decides when the GAN is
+    /// on and the discriminator's learning rate. Saved with checkpoints.
+    pub steps: Param<Tensor<1>>,
+}
+
+/// A `[1]` buffer (never trained) holding `value`.
+fn buffer(value: f32, device: &Device) -> Param<Tensor<1>> {
+    Param::from_tensor(Tensor::from_floats([value], device)).set_require_grad(false)
+}
+
+/// `param` with a new value, keeping its id.
+fn replace(param: &Param<Tensor<1>>, value: Tensor<1>) -> Param<Tensor<1>> {
+    Param::initialized(param.id, value.detach()).set_require_grad(false)
+}
+
+impl Adversarial {
+    fn new(config: &DiscriminatorConfig, device: &Device) -> Result<Self, TrainError> {
+        Ok(Self {
+            discriminator: Discriminator::new(config, device)?,
+            lecam_real: buffer(0.0, device),
+            lecam_fake: buffer(0.0, device),
+            steps: buffer(0.0, device),
+        })
+    }
+
+    /// Completed optimisation steps.
+    fn step(&self) -> usize {
+        self.steps.val().into_scalar::<f64>() as usize
+    }
+}
+
+/// The generator objective of one batch and its parts (all `[1]`).
+#[derive(Debug, Clone)]
+pub struct GeneratorLoss {
+    /// What the generator minimises: `l2·MSE + perceptual·P + gan_weight(step)·G`.
+    pub total: Tensor<1>,
+    /// Unweighted MSE.
+    pub l2: Tensor<1>,
+    /// Unweighted perceptual loss (when its weight is > 0).
+    pub perceptual: Option<Tensor<1>>,
+    /// Unweighted generator loss `−mean D(x̂)` (when the GAN is on at this step).
+    pub gan: Option<Tensor<1>>,
+}
+
+impl GeneratorLoss {
+    /// Adds `l2`, `perceptual` and `gan` (those present) to logged terms.
+    pub fn log(&self, terms: StepTerms) -> StepTerms {
+        let mut terms = terms.with("l2", scalar(&self.l2));
+        if let Some(p) = &self.perceptual {
+            terms = terms.with("perceptual", scalar(p));
+        }
+        if let Some(g) = &self.gan {
+            terms = terms.with("gan", scalar(g));
+        }
+        terms
+    }
+}
+
+/// The discriminator objective of one batch and the LeCam EMA after it.
+#[derive(Debug, Clone)]
+pub struct DiscriminatorStep {
+    /// The objective and its parts.
+    pub loss: DiscriminatorLoss,
+    /// The LeCam EMA updated with this batch's mean logits.
+    pub lecam: LecamEma,
+}
+
+impl DiscriminatorStep {
+    /// Adds `d_hinge`, `lecam`, `logits_real` and `logits_fake` to logged terms.
+    pub fn log(&self, terms: StepTerms) -> StepTerms {
+        terms
+            .with("d_hinge", scalar(&self.loss.hinge))
+            .with("lecam", scalar(&self.loss.lecam))
+            .with("logits_real", scalar(&self.loss.logits_real_mean))
+            .with("logits_fake", scalar(&self.loss.logits_fake_mean))
+    }
+}
+
+fn scalar(t: &Tensor<1>) -> f64 {
+    t.clone().into_scalar::<f64>()
+}
+
+/// Images smaller than `min_size` (either side) up-sampled (bilinear, `align_corners=False`) so
+/// that the smaller side is `min_size`; others unchanged. Differentiable.
+///
+/// # Shapes
+/// - `images`: `[batch, C, H, W]` -> `[batch, C, H', W']`
+pub fn perceptual_input(images: Tensor<4>, min_size: usize) -> Tensor<4> {
+    let [_, _, h, w] = images.dims();
+    let side = h.min(w);
+    if side == 0 || side >= min_size {
+        return images;
+    }
+    let size = [(h * min_size).div_ceil(side), (w * min_size).div_ceil(side)];
+    resize_bilinear_antialias(images, size)
+}
+
+/// The pixel-space loss: MSE, the frozen perceptual network and the discriminator with its
+/// state. A module, so the discriminator and the LeCam EMA are saved with the trainee.
+#[derive(Module, Debug)]
+pub struct PixelLoss {
+    /// The frozen perceptual network (perceptual weight > 0).
+    pub perceptual: Option<PerceptualLoss>,
+    /// The discriminator and its state (GAN weight > 0).
+    pub adversarial: Option<Adversarial>,
+    /// Weights and settings.
+    #[module(skip)]
+    pub config: PixelLossConfig,
+}
+
+impl PixelLoss {
+    /// L2 only: no network, no parameters.
+    pub fn l2_only(l2_weight: f64) -> Self {
+        Self { perceptual: None, adversarial: None, config: PixelLossConfig::l2_only(l2_weight) }
+    }
+
+    /// Builds the loss for `image_size` images: loads the perceptual network when its weight is
+    /// > 0, builds a randomly initialised discriminator when the GAN weight is > 0.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] for missing or unusable perceptual weights (the ConvNeXt-S term
+    /// always needs a file), images too small for the perceptual network, or a discriminator
+    /// configuration that does not validate.
+    pub fn new(
+        config: PixelLossConfig,
+        lpips_weights: Option<&Path>,
+        convnext_weights: Option<&Path>,
+        image_size: usize,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        let perceptual = if config.perceptual_weight > 0.0 {
+            let p = PerceptualLoss::new(config.perceptual_kind, lpips_weights, convnext_weights, device)
+                .map_err(|e| TrainError::Config(format!("loss.perceptual_weight > 0: {e}")))?;
+            if let Some(lpips) = &p.lpips {
+                let side = image_size.max(config.perceptual_min_size);
+                if side < lpips.net.min_size() {
+                    return Err(TrainError::Config(format!(
+                        "LPIPS ({:?}) needs images of at least {} px; the data is {image_size} px: set \
+                         loss.perceptual_min_size >= {}",
+                        lpips.net,
+                        lpips.net.min_size(),
+                        lpips.net.min_size()
+                    )));
+                }
+            }
+            Some(p)
+        } else {
+            None
+        };
+        let adversarial = match &config.gan {
+            Some(_) => Some(Adversarial::new(&config.discriminator, device)?),
+            None => None,
+        };
+        Ok(Self { perceptual, adversarial, config })
+    }
+
+    /// [`PixelLoss::new`] from a training configuration's `loss` section.
+    ///
+    /// # Errors
+    /// As [`PixelLossConfig::from_train`] and [`PixelLoss::new`].
+    pub fn from_train(config: &TrainConfig, device: &Device) -> Result<Self, TrainError> {
+        let l = &config.loss;
+        Self::new(
+            PixelLossConfig::from_train(config)?,
+            l.perceptual_weights.as_deref(),
+            l.convnext_weights.as_deref(),
+            config.data.image_size,
+            device,
+        )
+    }
+
+    /// Completed optimisation steps counted by the GAN clock (0 without a discriminator).
+    pub fn step(&self) -> usize {
+        self.adversarial.as_ref().map_or(0, Adversarial::step)
+    }
+
+    /// The generator objective.
+    ///
+    /// # Shapes
+    /// - `reconstructions`, `targets`: `[batch, 3, H, W]`, targets in `[0, 1]`
+    ///   (reconstructions unclamped)
+    ///
+    /// # Errors
+    /// [`LossError::Input`] when the two shapes differ or do not fit the networks.
+    pub fn generator(&self, reconstructions: Tensor<4>, targets: Tensor<4>) -> Result<GeneratorLoss, LossError> {
+        if reconstructions.dims() != targets.dims() {
+            return Err(LossError::Input(format!(
+                "reconstructions {:?} and targets {:?} differ in shape",
+                reconstructions.dims(),
+                targets.dims()
+            )));
+        }
+        let c = &self.config;
+        let l2 = (reconstructions.clone() - targets.clone()).square().mean(); // [1]
+        let mut total = l2.clone() * c.l2_weight;
+        let perceptual = match &self.perceptual {
+            Some(net) => {
+                let x = perceptual_input(reconstructions.clone(), c.perceptual_min_size);
+                let y = perceptual_input(targets, c.perceptual_min_size);
+                let p = net.forward(x, y)?; // [1]
+                total = total + p.clone() * c.perceptual_weight;
+                Some(p)
+            }
+            None => None,
+        };
+        let gan = match (&self.adversarial, &c.gan) {
+            (Some(adv), Some(gan)) if gan.is_active(adv.step()) && gan.discriminator_weight > 0.0 => {
+                let weight = gan.discriminator_weight * gan.discriminator_factor;
+                // The official code sets `requires_grad = False` on the discriminator here.
+                let logits = adv.discriminator.clone().freeze().forward(reconstructions)?; // [b, 1, 16, 16]
+                let g = generator_loss(logits);
+                total = total + g.clone() * weight;
+                Some(g)
+            }
+            _ => None,
+        };
+        Ok(GeneratorLoss { total, l2, perceptual, gan })
+    }
+
+    /// The discriminator objective on detached reconstructions, or `None` when there is no
+    /// discriminator or it is not trained at this step.
+    ///
+    /// # Shapes
+    /// - `reconstructions`, `targets`: `[batch, 3, H, W]`
+    ///
+    /// # Errors
+    /// [`LossError::Model`] when the images do not fit the discriminator.
+    pub fn discriminator(&self, reconstructions: Tensor<4>, targets: Tensor<4>) -> Result<Option<DiscriminatorStep>, LossError> {
+        let (Some(adv), Some(gan)) = (&self.adversarial, &self.config.gan) else { return Ok(None) };
+        let step = adv.step();
+        if !gan.is_active(step) {
+            return Ok(None);
+        }
+        let logits_real = adv.discriminator.forward(targets.detach())?; // [b, 1, 16, 16]
+        let logits_fake = adv.discriminator.forward(reconstructions.detach())?;
+        let mut lecam = LecamEma { real: adv.lecam_real.val(), fake: adv.lecam_fake.val(), decay: gan.lecam_ema_decay };
+        let loss = gan.discriminator_loss(step, logits_real, logits_fake, &mut lecam);
+        Ok(Some(DiscriminatorStep { loss, lecam }))
+    }
+
+    /// The gradients of one step for `trainee` (the module holding this loss and `generator`):
+    /// the generator objective is backwarded and only `generator`'s gradients kept; the
+    /// discriminator objective (if any) is backwarded and only the discriminator's gradients
+    /// kept; both sets are merged, with the updated LeCam EMA registered under its buffers' ids
+    /// for [`PixelLoss::take_discriminator_update`].
+    pub fn gradients<M: Module, G: Module>(
+        &self,
+        trainee: &M,
+        generator: &G,
+        generator_loss: Tensor<1>,
+        discriminator: Option<&DiscriminatorStep>,
+    ) -> GradientsParams {
+        let mut raw = generator_loss.backward();
+        let mut grads = GradientsParams::from_params(&mut raw, trainee, &param_ids(generator));
+        if let (Some(adv), Some(d)) = (&self.adversarial, discriminator) {
+            let mut raw = d.loss.total.clone().backward();
+            let mut d_grads = GradientsParams::from_params(&mut raw, trainee, &param_ids(&adv.discriminator));
+            move_grads(&adv.discriminator, &mut d_grads, &mut grads);
+            grads.register(adv.lecam_real.id, d.lecam.real.clone().detach());
+            grads.register(adv.lecam_fake.id, d.lecam.fake.clone().detach());
+        }
+        grads
+    }
+
+    /// Takes the discriminator's part out of merged gradients: stores the LeCam EMA carried by
+    /// [`PixelLoss::gradients`] and returns the discriminator's gradients (clipped to the global
+    /// norm `grad_clip` when > 0, as the official loop clips each side separately) with the
+    /// learning rate of this discriminator update, or `None` when it was not trained this step.
+    pub fn take_discriminator_update(&mut self, grads: &mut GradientsParams, grad_clip: f64) -> Option<(f64, GradientsParams)> {
+        let adv = self.adversarial.as_mut()?;
+        let gan = self.config.gan.as_ref()?;
+        if let Some(real) = grads.remove::<1>(adv.lecam_real.id) {
+            adv.lecam_real = replace(&adv.lecam_real, real);
+        }
+        if let Some(fake) = grads.remove::<1>(adv.lecam_fake.id) {
+            adv.lecam_fake = replace(&adv.lecam_fake, fake);
+        }
+        let mut d_grads = GradientsParams::new();
+        move_grads(&adv.discriminator, grads, &mut d_grads);
+        let step = adv.step();
+        if d_grads.is_empty() || !gan.is_active(step) {
+            return None;
+        }
+        if grad_clip > 0.0 {
+            clip_grad_norm(&adv.discriminator, &mut d_grads, grad_clip);
+        }
+        let k = step - gan.discriminator_start + 1;
+        Some((self.config.discriminator_lr.lr_at(k), d_grads))
+    }
+
+    /// Advances the GAN clock by one optimisation step (call once per `optimize`).
+    pub fn advance(&mut self) {
+        if let Some(adv) = self.adversarial.as_mut() {
+            let next = adv.steps.val() + 1.0;
+            adv.steps = replace(&adv.steps, next);
+        }
+    }
+
+    /// The logged terms of this loss beyond `l2`, as `(key, label, higher_is_better)`.
+    pub fn extra_metrics(&self) -> Vec<(&'static str, &'static str, bool)> {
+        let mut m = Vec::new();
+        if self.perceptual.is_some() {
+            m.push(("perceptual", "Perceptual", false));
+        }
+        if self.adversarial.is_some() {
+            m.extend([
+                ("gan", "GAN generator", false),
+                ("d_hinge", "Discriminator hinge", false),
+                ("lecam", "LeCam", false),
+                ("logits_real", "D real logit", true),
+                ("logits_fake", "D fake logit", false),
+            ]);
+        }
+        m
+    }
+
+    /// `base` followed by [`PixelLoss::extra_metrics`] (`base` itself when there are none).
+    pub fn metric_spec(&self, base: MetricSpec) -> MetricSpec {
+        let extra = self.extra_metrics();
+        if extra.is_empty() {
+            return base;
+        }
+        // One small allocation per training run: burn-train's metric list is `'static`.
+        Box::leak(base.iter().copied().chain(extra).collect::<Vec<_>>().into_boxed_slice())
+    }
+}
+
+/// Adds the discriminator's own AdamW instances to `optim` as parameter groups (decayed and
+/// not decayed, with the official name rules, as the official `discriminator_optimizer`); they
+/// take precedence over the generator's groups. Nothing changes without a discriminator.
+pub fn with_discriminator_groups(optim: ModuleOptimizer, loss: &PixelLoss, s: AdamWSettings) -> ModuleOptimizer {
+    let Some(adv) = &loss.adversarial else { return optim };
+    let d = &adv.discriminator;
+    let no_decay = no_decay_params(d);
+    let decayed: Vec<ParamId> = param_ids(d).into_iter().filter(|id| !no_decay.contains(id)).collect();
+    let base = AdamWConfig::new().with_beta_1(s.beta1).with_beta_2(s.beta2).with_epsilon(s.epsilon);
+    optim
+        .with_group(ParamGroup::from_ids(decayed), base.clone().with_weight_decay(s.weight_decay).build(), None)
+        .with_group(ParamGroup::from_ids(no_decay), base.with_weight_decay(0.0).build(), None)
+}
+
+/// One optimisation step of both sides: the generator's gradients with the schedule's learning
+/// rate, then (when trained this step) the discriminator's with its own. The gradient sets are
+/// disjoint, so each parameter is updated once, by the AdamW instance of its group.
+pub fn step_both_sides<M: Module>(
+    optim: &mut ModuleOptimizer,
+    lr: burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate,
+    trainee: M,
+    generator_grads: GradientsParams,
+    discriminator: Option<(f64, GradientsParams)>,
+) -> M {
+    let next = optim.step(lr, trainee, generator_grads);
+    match discriminator {
+        Some((d_lr, d_grads)) => optim.step(d_lr, next, d_grads),
+        None => next,
+    }
+}
+
+/// Ids of every float parameter of a module that requires gradients.
+pub fn param_ids<M: Module>(module: &M) -> Vec<ParamId> {
+    struct Ids(Vec<ParamId>);
+    impl ModuleVisitor for Ids {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if param.is_require_grad() {
+                self.0.push(param.id);
+            }
+        }
+    }
+    let mut v = Ids(Vec::new());
+    module.visit(&mut v);
+    v.0
+}
+
+/// Moves the gradients of the visited parameters from one set into another.
+struct MoveGrads<'a> {
+    from: &'a mut GradientsParams,
+    into: &'a mut GradientsParams,
+}
+
+impl ModuleVisitor for MoveGrads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.from.remove::<D>(param.id) {
+            self.into.register::<D>(param.id, g);
+        }
+    }
+}
+
+/// Moves the gradients of `module`'s parameters from `from` into `into`.
+pub fn move_grads<M: Module>(module: &M, from: &mut GradientsParams, into: &mut GradientsParams) {
+    module.visit(&mut MoveGrads { from, into });
+}

@@ -1,0 +1,330 @@
+//! Stage 2 (decoder fine-tuning with L2 + LPIPS + GAN):
+//! - the frozen parts (encoder, quantizer, latent tokens) stay bit-identical over training
+//!   steps, the trained parts move, and the discriminator is trained only from `gan_start` on;
+//! - LPIPS and the GAN losses give finite, non-zero gradients to the decoder side and none to
+//!   the frozen parts, the loss networks or (for the generator loss) the discriminator;
+//! - end to end on CIFAR-10 (CPU, tiny configurations): a MaskGIT-VQGAN teacher, a short
+//!   stage 1, then stage 2; the stage-2 reconstructions of validation images have a lower LPIPS
+//!   than the stage-1 decode (argmax proxy codes decoded by the teacher).
+//!
+//! LPIPS is evaluated (and trained) on images up-sampled from 32 to 64 px
+//! (`loss.perceptual_min_size`): at 32 px AlexNet's last three taps are 1x1 maps and the
+//! distance is dominated by a few global features.
+//!
+//! Data and weights come from `../shared` (`TITOK_SHARED_DIR` overrides).
+
+use std::path::{Path, PathBuf};
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Distribution, Gradients, Tensor};
+use burn::train::TrainStep;
+use titok_model::{QuantizeMode, Titok, TitokConfig, VitSize, VqganConfig};
+use titok_train::config::TrainConfig;
+use titok_train::data::{ImageBatch, ImageBatcher, Transform};
+use titok_train::discriminator::DiscriminatorConfig;
+use titok_train::losses::{Lpips, PerceptualKind};
+use titok_train::stages::pixel_loss::{PixelLoss, PixelLossConfig, perceptual_input};
+use titok_train::stages::runner::{open_split, spread};
+use titok_train::stages::stage2::{Stage2Trainee, load_stage2_model, stage2_optimizer, train_stage2};
+use titok_train::stages::tokenizer::train_tokenizer;
+use titok_train::stages::vqgan::train_vqgan;
+use titok_train::losses::GanLossConfig;
+use titok_train::train::optim::AdamWSettings;
+use titok_train::train::schedule::WarmupCosine;
+
+fn shared() -> PathBuf {
+    std::env::var_os("TITOK_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+fn lpips_weights() -> PathBuf {
+    shared().join("weights/lpips_alexnet.safetensors")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("titok-stage2-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// The tiny teacher: f = 4 (`channel_mult [1, 2, 2]`), so 32 px images give 8x8 codes.
+fn tiny_vqgan() -> VqganConfig {
+    VqganConfig { hidden_channels: 32, channel_mult: vec![1, 2, 2], num_res_blocks: 1, z_channels: 32, codebook_size: 256, ..VqganConfig::official() }
+}
+
+/// A two-stage TiTok at 32 px with patch 4 (8x8 patches, matching the teacher's code grid).
+fn tiny_titok(finetune_decoder: bool) -> TitokConfig {
+    let size = VitSize::new(64, 2, 4);
+    TitokConfig {
+        image_size: 32,
+        patch_size: 4,
+        encoder: size,
+        decoder: size,
+        num_latent_tokens: 16,
+        token_size: 8,
+        codebook_size: 256,
+        use_l2_norm: true,
+        commitment_cost: 0.25,
+        quantize_mode: QuantizeMode::Vq,
+        is_legacy: true,
+        finetune_decoder,
+        pixel_vqgan: tiny_vqgan(),
+    }
+}
+
+/// The pixel loss of these tests: LPIPS-AlexNet on 64 px, the official discriminator at width
+/// 32, GAN from `gan_start`.
+fn pixel_loss(l2: f64, perceptual: f64, gan: f64, gan_start: usize, device: &Device) -> PixelLoss {
+    let config = PixelLossConfig {
+        l2_weight: l2,
+        perceptual_weight: perceptual,
+        perceptual_kind: PerceptualKind::Lpips,
+        perceptual_min_size: 64,
+        gan: (gan > 0.0).then(|| GanLossConfig { discriminator_weight: gan, ..GanLossConfig::stage2().starting_at(gan_start) }),
+        discriminator: DiscriminatorConfig::tiny(),
+        discriminator_lr: WarmupCosine::new(1e-3, 1e-4, 0, 100),
+    };
+    PixelLoss::new(config, Some(&lpips_weights()), None, 32, device).expect("pixel loss")
+}
+
+/// A trainee with a random stage-2 model, on the autodiff device as burn-train runs it.
+fn trainee(loss_of: impl Fn(&Device) -> PixelLoss) -> (Stage2Trainee, Device) {
+    let device = Device::flex();
+    device.seed(7);
+    let model = Titok::new(&tiny_titok(true), &device).unwrap();
+    let t = Stage2Trainee::new(model, loss_of(&device), 0.999, 1.0).unwrap();
+    let ad = device.autodiff();
+    (t.train().fork(&ad), ad)
+}
+
+fn batch(device: &Device) -> ImageBatch {
+    let images = Tensor::<4>::random([2, 3, 32, 32], Distribution::Uniform(0.0, 1.0), device);
+    ImageBatch { images, labels: None, names: vec!["a".into(), "b".into()], indices: vec![0, 1] }
+}
+
+/// Every float parameter of a module, as raw values, in visiting order.
+fn values<M: Module>(module: &M) -> Vec<Vec<f32>> {
+    struct V(Vec<Vec<f32>>);
+    impl ModuleVisitor for V {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.0.push(p.val().inner().try_into_vec_as::<f32>().unwrap());
+        }
+    }
+    let mut v = V(Vec::new());
+    module.visit(&mut v);
+    v.0
+}
+
+/// The gradient of every float parameter of a module (`None` where it has none).
+fn grads_of<M: Module>(module: &M, grads: &Gradients) -> Vec<Option<Vec<f32>>> {
+    struct G<'a>(&'a Gradients, Vec<Option<Vec<f32>>>);
+    impl ModuleVisitor for G<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            self.1.push(p.val().grad(self.0).map(|g| g.try_into_vec_as::<f32>().unwrap()));
+        }
+    }
+    let mut g = G(grads, Vec::new());
+    module.visit(&mut g);
+    g.1
+}
+
+fn assert_useful(what: &str, g: &[Option<Vec<f32>>]) {
+    assert!(!g.is_empty(), "{what}: no parameters");
+    let mut norm = 0.0f64;
+    for (i, g) in g.iter().enumerate() {
+        let g = g.as_ref().unwrap_or_else(|| panic!("{what}: parameter {i} has no gradient"));
+        assert!(g.iter().all(|v| v.is_finite()), "{what}: parameter {i} has a non-finite gradient");
+        norm += g.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
+    }
+    assert!(norm.sqrt() > 1e-8, "{what}: gradient norm {}", norm.sqrt());
+}
+
+fn assert_none(what: &str, g: &[Option<Vec<f32>>]) {
+    assert!(g.iter().all(Option::is_none), "{what} got a gradient");
+}
+
+#[test]
+fn frozen_parts_stay_bit_identical_and_the_gan_starts_on_time() {
+    let (mut t, ad) = trainee(|d| pixel_loss(1.0, 0.1, 0.1, 2, d));
+    let mut optim = stage2_optimizer(&t, AdamWSettings::default());
+    let frozen = |t: &Stage2Trainee| (values(&t.model.encoder), values(&t.model.quantize), values(&t.model.latent_tokens));
+    let trained = |t: &Stage2Trainee| (values(&t.model.decoder), values(&t.model.pixel_decoder), values(&t.model.pixel_quantize));
+    let disc = |t: &Stage2Trainee| values(&t.loss.adversarial.as_ref().unwrap().discriminator);
+    let lecam = |t: &Stage2Trainee| {
+        let a = t.loss.adversarial.as_ref().unwrap();
+        [a.lecam_real.val().into_scalar::<f32>(), a.lecam_fake.val().into_scalar::<f32>()]
+    };
+    let frozen0 = frozen(&t);
+    let trained0 = trained(&t);
+    let lpips0 = values(&t.loss.perceptual);
+    let ema_frozen0 = (values(&t.ema.encoder), values(&t.ema.quantize), values(&t.ema.latent_tokens));
+
+    for step in 0..4 {
+        let disc_before = disc(&t);
+        let out = TrainStep::step(&t, batch(&ad));
+        let active = step >= 2;
+        assert_eq!(out.item.get("gan").is_some(), active, "generator GAN term at step {step}");
+        assert_eq!(out.item.get("d_hinge").is_some(), active, "discriminator loss at step {step}");
+        assert!(out.item.get("loss").unwrap().is_finite() && out.item.get("perceptual").unwrap() > 0.0);
+        t = t.optimize(&mut optim, 1e-3.into(), out.grads);
+        assert_eq!(t.loss.step(), step + 1, "the GAN clock counts optimisation steps");
+        let moved = disc(&t) != disc_before;
+        assert_eq!(moved, active, "discriminator trained at step {step}: {moved}");
+        let [r, f] = lecam(&t);
+        assert_eq!(r != 0.0 && f != 0.0, active, "LeCam EMA after step {step}: {r} {f}");
+    }
+
+    assert!(frozen(&t) == frozen0, "encoder, quantizer or latent tokens changed");
+    let ema_frozen = (values(&t.ema.encoder), values(&t.ema.quantize), values(&t.ema.latent_tokens));
+    assert!(ema_frozen == ema_frozen0 && ema_frozen.0 == frozen0.0, "the EMA's frozen parts are copies");
+    assert!(values(&t.loss.perceptual) == lpips0, "LPIPS weights changed");
+    let (d, pd, pq) = trained(&t);
+    assert!(d != trained0.0 && pd != trained0.1 && pq != trained0.2, "decoder, pixel decoder and pixel codebook train");
+    assert!(values(&t.ema.decoder) != trained0.0, "the EMA follows the decoder");
+    for stage in &t.loss.adversarial.as_ref().unwrap().discriminator.blocks {
+        let k = stage.blur.as_ref().unwrap().kernel.val().inner().try_into_vec_as::<f32>().unwrap();
+        assert_eq!(k[0], 1.0 / 64.0, "blur kernels are fixed");
+    }
+}
+
+#[test]
+fn lpips_and_gan_losses_train_the_decoder_side_only() {
+    // LPIPS only.
+    let (t, ad) = trainee(|d| pixel_loss(0.0, 1.0, 0.0, 0, d));
+    let images = batch(&ad).images;
+    let (g, _) = t.generator_loss(images.clone()).unwrap();
+    assert!(g.perceptual.is_some() && g.gan.is_none());
+    let grads = g.total.backward();
+    for (what, m) in [("decoder", grads_of(&t.model.decoder, &grads)), ("pixel decoder", grads_of(&t.model.pixel_decoder, &grads))] {
+        assert_useful(&format!("LPIPS -> {what}"), &m);
+    }
+    assert_useful("LPIPS -> pixel codebook", &grads_of(&t.model.pixel_quantize, &grads));
+    assert_none("encoder (LPIPS)", &grads_of(&t.model.encoder, &grads));
+    assert_none("quantizer (LPIPS)", &grads_of(&t.model.quantize, &grads));
+    assert_none("latent tokens (LPIPS)", &grads_of(&t.model.latent_tokens, &grads));
+    assert_none("LPIPS network", &grads_of(&t.loss.perceptual, &grads));
+
+    // Generator (adversarial) loss only, GAN on from step 0.
+    let (t, ad) = trainee(|d| pixel_loss(0.0, 0.0, 1.0, 0, d));
+    let images = batch(&ad).images;
+    let (g, recon) = t.generator_loss(images.clone()).unwrap();
+    assert!(g.perceptual.is_none() && g.gan.is_some());
+    let grads = g.total.backward();
+    assert_useful("GAN -> decoder", &grads_of(&t.model.decoder, &grads));
+    assert_useful("GAN -> pixel decoder", &grads_of(&t.model.pixel_decoder, &grads));
+    assert_none("encoder (GAN)", &grads_of(&t.model.encoder, &grads));
+    assert_none("latent tokens (GAN)", &grads_of(&t.model.latent_tokens, &grads));
+    let adv = t.loss.adversarial.as_ref().unwrap();
+    assert_none("discriminator (generator loss)", &grads_of(&adv.discriminator, &grads));
+
+    // Discriminator loss: the discriminator learns, the generator side gets nothing.
+    let d = t.loss.discriminator(recon, images.clone()).unwrap().expect("GAN on at step 0");
+    let grads = d.loss.total.clone().backward();
+    let dg = grads_of(&adv.discriminator, &grads);
+    // Every discriminator parameter but the fixed blur kernels has a gradient.
+    let trainable: Vec<_> = dg.iter().zip(values(&adv.discriminator)).filter(|(_, v)| v.len() != 16).map(|(g, _)| g.clone()).collect();
+    assert_useful("hinge + LeCam -> discriminator", &trainable);
+    assert_none("decoder (discriminator loss)", &grads_of(&t.model.decoder, &grads));
+    assert_none("pixel decoder (discriminator loss)", &grads_of(&t.model.pixel_decoder, &grads));
+
+    // The merged step gradients hold exactly the decoder side, the discriminator and the two
+    // LeCam values.
+    let out = TrainStep::step(&t, batch(&ad));
+    let n_generator = titok_train::stages::pixel_loss::param_ids(&t.model).len();
+    let n_disc = titok_train::stages::pixel_loss::param_ids(&adv.discriminator).len();
+    assert_eq!(out.grads.len(), n_generator + n_disc + 2);
+}
+
+/// Mean LPIPS (AlexNet, at 64 px) and PSNR of reconstructions against images.
+fn lpips_psnr(lpips: &Lpips, recon: Tensor<4>, images: Tensor<4>) -> (f64, f64) {
+    let recon = recon.clamp(0.0, 1.0);
+    let d = lpips.distance(perceptual_input(recon.clone(), 64), perceptual_input(images.clone(), 64)).unwrap();
+    let psnr = titok_train::eval::psnr(recon, images).unwrap().mean().into_scalar::<f64>();
+    (d.mean().into_scalar::<f64>(), psnr)
+}
+
+#[test]
+fn stage_two_lowers_the_lpips_of_the_stage_one_decode_on_cifar10() {
+    let device = Device::flex();
+    let data = shared().join("data/cifar10-jpg.tar.gz");
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let sets = |steps: u64, batch: usize| -> Vec<String> {
+        vec![
+            format!("data.path={}", serde_json::to_string(&data).unwrap()),
+            "data.valid_images=16".into(),
+            "data.num_workers=2".into(),
+            format!("run.batch_size={batch}"),
+            format!("run.total_steps={steps}"),
+            format!("run.checkpoint_every={steps}"),
+            format!("run.valid_every={steps}"),
+            "run.log_every=100".into(),
+            "optim.warmup_steps=20".into(),
+        ]
+    };
+    const VQ_STEPS: u64 = 200;
+    const S1_STEPS: u64 = 150;
+    const S2_STEPS: u64 = 200;
+
+    // The MaskGIT-VQGAN teacher.
+    let vq_run = scratch("vqgan");
+    let config = TrainConfig::load(Some(&configs.join("cifar10-vqgan-tiny.json")), &sets(VQ_STEPS, 16)).unwrap();
+    assert_eq!(config.model.vqgan.as_ref(), Some(&tiny_vqgan()));
+    let teacher = train_vqgan(config, &vq_run, &[device.clone()]).unwrap();
+    let teacher_dir = vq_run.join(format!("checkpoints/step-{VQ_STEPS:07}"));
+
+    // A short stage 1 on its proxy codes.
+    let s1_run = scratch("stage1");
+    let mut s = sets(S1_STEPS, 16);
+    s.push(format!("teacher={}", serde_json::to_string(&teacher_dir).unwrap()));
+    let config = TrainConfig::load(Some(&configs.join("cifar10-titok-tiny-stage1.json")), &s).unwrap();
+    assert_eq!(config.titok().unwrap(), tiny_titok(false));
+    let stage1 = train_tokenizer(config, true, &s1_run, &[device.clone()]).unwrap();
+    let stage1_dir = s1_run.join(format!("checkpoints/step-{S1_STEPS:07}"));
+
+    // Stage 2 from the exported stage-1 weights and the teacher's decoder.
+    let s2_run = scratch("stage2");
+    let mut s = sets(S2_STEPS, 16);
+    s.push(format!("model.init={}", serde_json::to_string(&stage1_dir).unwrap()));
+    s.push(format!("pixel_decoder={}", serde_json::to_string(&teacher_dir).unwrap()));
+    s.push(format!("loss.perceptual_weights={}", serde_json::to_string(&lpips_weights()).unwrap()));
+    s.push(format!("loss.gan_start={}", S2_STEPS / 2));
+    let config = TrainConfig::load_with_defaults(
+        TrainConfig::stage2_recipe(),
+        Some(&configs.join("cifar10-titok-tiny-stage2.json")),
+        &s,
+    )
+    .unwrap();
+    let start = load_stage2_model(&stage1_dir, Some(&teacher_dir), &device).unwrap();
+    let stage2 = train_stage2(config, &s2_run, &[device.clone()]).unwrap();
+    assert!(s2_run.join(format!("checkpoints/step-{S2_STEPS:07}/model.safetensors")).is_file());
+    assert!(s2_run.join(format!("samples/recon-{S2_STEPS:07}.png")).is_file());
+
+    // Validation images (CIFAR-10 test split, centre crops).
+    let test = open_split(&data, "test").unwrap();
+    let images = ImageBatcher::new(Transform::eval(32)).batch(spread(&test.records, 64), &device).images;
+    let lpips = Lpips::load(&lpips_weights(), &device).unwrap();
+
+    // Stage-1 decode: argmax proxy codes through the teacher's decoder.
+    let logits = stage1.decode(stage1.encode(images.clone()).unwrap().latents); // [b, 256, 8, 8]
+    let [b, n, h, w] = logits.dims();
+    let codes = logits.reshape([b, n, h * w]).argmax(1).reshape([b, h * w]);
+    let (lp1, ps1) = lpips_psnr(&lpips, teacher.decode_codes(codes), images.clone());
+    // Teacher reconstruction (its own codes), the bound of the stage-1 decode.
+    let (lpt, pst) = lpips_psnr(&lpips, teacher.decode_codes(teacher.encode(images.clone())), images.clone());
+    // Stage 2 before training (soft lookup of the stage-1 logits) and after.
+    let (lp0, ps0) = lpips_psnr(&lpips, start.reconstruct(images.clone()).unwrap(), images.clone());
+    let (lp2, ps2) = lpips_psnr(&lpips, stage2.reconstruct(images.clone()).unwrap(), images.clone());
+    eprintln!(
+        "LPIPS@64 / PSNR on 64 CIFAR-10 test images:\n  teacher (own codes)   {lpt:.4} / {pst:.2} dB\n  \
+         stage-1 decode        {lp1:.4} / {ps1:.2} dB\n  stage 2 at step 0     {lp0:.4} / {ps0:.2} dB\n  \
+         stage 2 after {S2_STEPS} steps {lp2:.4} / {ps2:.2} dB"
+    );
+    assert!(lp2 < lp1, "stage 2 LPIPS {lp2} is not below the stage-1 decode's {lp1}");
+    assert!(lp2 < lp0, "stage 2 LPIPS {lp2} is not below its start {lp0}");
+
+    for d in [vq_run, s1_run, s2_run] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
