@@ -63,7 +63,7 @@ mod tests {
     use super::*;
 
     fn on(mask: &[bool]) -> Vec<usize> {
-        mask.iter().enumerate().filter(|(_, &m)| m).map(|(i, _)| i).collect()
+        mask.iter().enumerate().filter(|&(_, &m)| m).map(|(i, _)| i).collect()
     }
 
     #[test]

@@ -477,10 +477,11 @@ fn golden_fixture_token_ids_through_the_cli() {
     assert_eq!(got, want);
 }
 
-/// The line `  <name><spaces><integer>` of `info` output.
+/// The line `  <name><spaces><integer>` of the `parameters` section of `info` output.
 fn count_line(stdout: &str, name: &str) -> usize {
     stdout
         .lines()
+        .skip_while(|l| *l != "parameters")
         .find_map(|l| l.trim_start().strip_prefix(name).map(|rest| rest.trim().parse::<usize>()))
         .unwrap_or_else(|| panic!("no `{name}` line in:\n{stdout}"))
         .unwrap()

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use burn::module::Param;
 use burn::tensor::{Device, Int, Tensor};
 use titok_model::checkpoint::{StorageDType, load_generator, load_titok, save_titok};
 use titok_model::generator::{SamplerConfig, SeededUniform, TokenPredictor, generate};
@@ -53,6 +54,22 @@ fn tiny_tokenizer() -> TitokConfig {
     }
 }
 
+/// A random tiny TiTok whose codebook rows are encoder outputs of (image, position) pairs of
+/// `images` (the usual data initialisation of a VQ codebook): all 256 codes are used and the
+/// tokens vary with the image (a purely random codebook gives nearly one code per position).
+fn data_initialised_tokenizer(seed: u64, images: Tensor<4>) -> Titok {
+    let device = images.device();
+    device.seed(seed);
+    let mut model = Titok::new(&tiny_tokenizer(), &device).unwrap();
+    let z = model.encode(images).unwrap().encoder.z; // [b, C, 1, K]
+    let [b, c, _, k] = z.dims();
+    let rows = z.reshape([b, c, k]).swap_dims(1, 2).reshape([b * k, c]); // [b·K, C]
+    let pick: Vec<i64> = (0..CODEBOOK).map(|i| ((i * 7919 + seed as usize * 13) % (b * k)) as i64).collect();
+    let quantize = model.quantize.as_mut().expect("VQ");
+    quantize.embedding.weight = Param::from_tensor(rows.select(0, Tensor::<1, Int>::from_ints(pick.as_slice(), &device)));
+    model
+}
+
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
@@ -78,11 +95,12 @@ fn fixture() -> &'static Fixture {
             }
         }
         let device = Device::flex();
+        let train = ImageFolder::open(data.join("train")).unwrap();
+        let items: Vec<(ImageRecord, u64)> = train.list().records().iter().map(|r| (r.clone(), 0)).collect();
+        let images = ImageBatcher::new(Transform::eval(32)).batch_with_epochs(&items, &device).images;
         let tokenizer = |seed: u64, name: &str| {
-            device.seed(seed);
-            let model = Titok::new(&tiny_tokenizer(), &device).unwrap();
             let dir = root.join(name);
-            save_titok(&model, &dir, StorageDType::F32).unwrap();
+            save_titok(&data_initialised_tokenizer(seed, images.clone()), &dir, StorageDType::F32).unwrap();
             dir
         };
         let (tok_a, tok_b) = (tokenizer(1, "tok_a"), tokenizer(2, "tok_b"));
@@ -168,7 +186,7 @@ fn mean(v: &[f64]) -> f64 {
 fn generator_learns_on_cifar10_tokens_and_exports_an_hf_folder() {
     let f = fixture();
     let run = scratch("learn");
-    let steps = 150;
+    let steps = 400;
     run_ok("generator", &run, &sets(&f.tok_a, steps));
 
     // Learning: loss down, masked accuracy up, against the first steps.
@@ -187,6 +205,19 @@ fn generator_learns_on_cifar10_tokens_and_exports_an_hf_folder() {
     let cache = TokenCache::load(&run.join("tokens.bin")).unwrap();
     assert_eq!((cache.len(), cache.views(), cache.seq_len()), (10 * PER_CLASS_TRAIN, 2, K));
     assert_eq!(cache.class_names(), f.class_names.as_slice());
+    // The best context-free guess (each position's most frequent code) as a baseline.
+    let mut counts = vec![std::collections::HashMap::<i64, usize>::new(); K];
+    for i in 0..cache.len() {
+        for view in 0..2 {
+            let mut ids = Vec::new();
+            cache.extend_ids(i, view, &mut ids);
+            for (pos, id) in ids.into_iter().enumerate() {
+                *counts[pos].entry(id).or_default() += 1;
+            }
+        }
+    }
+    let majority = counts.iter().map(|c| *c.values().max().unwrap() as f64).sum::<f64>() / (K * 2 * cache.len()) as f64;
+    eprintln!("per-position majority baseline {majority:.3}");
 
     // The HF export of the EMA generator loads, has the data's layout, samples valid ids.
     let export = run.join(format!("checkpoints/step-{steps:07}"));

@@ -270,7 +270,7 @@ fn data_parallel_steps_match_single_device() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cpu (flex) + cpu (flex)"));
     let (a, b) = (logged(&one, "train", "Loss"), logged(&two, "train", "Loss"));
-    assert_eq!(a.len(), 6);
+    assert!(a.len() >= 6, "{} logged losses", a.len());
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() <= 1e-3 * x.abs(), "loss {x} (one device) vs {y} (two)");

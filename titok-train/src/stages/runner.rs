@@ -195,7 +195,9 @@ where
     let mut training = SupervisedTraining::new(&l.run.root, Arc::new(l.train.clone()), l.valid)
         .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)))
         .with_custom_checkpointers(ckpt_model, ckpt_optim, ckpt_sched)
-        .with_checkpointing_strategy(KeepLastSteps::new(cfg.run.keep_checkpoints))
+        .with_checkpointing_strategy(KeepLastSteps::new(cfg.run.keep_checkpoints, &l.run))
+        // Our binaries install their own `tracing` subscriber (stderr).
+        .with_application_logger(None)
         .metric_train_numeric(LearningRateMetric::new())
         .metric_train_numeric(ImagesPerSecond::default())
         .num_epochs(intervals);

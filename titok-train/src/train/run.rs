@@ -190,9 +190,21 @@ pub struct KeepLastSteps {
 }
 
 impl KeepLastSteps {
-    /// Keeps `keep >= 1` checkpoints.
-    pub fn new(keep: usize) -> Self {
-        Self { keep: keep.max(1), saved: Vec::new() }
+    /// Keeps `keep >= 1` checkpoints, counting those already in `run` (a resumed run).
+    pub fn new(keep: usize, run: &RunDir) -> Self {
+        let mut saved: Vec<usize> = std::fs::read_dir(run.checkpoints())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.strip_prefix("model-")?.strip_suffix(".bpk")?.parse().ok()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        saved.sort_unstable();
+        Self { keep: keep.max(1), saved }
     }
 }
 
