@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
+use titok_model::Titok;
 use titok_model::checkpoint::{StorageDType, load_generator, load_titok, save_generator, save_titok};
 use titok_model::config::{QuantizeMode, TitokConfig, VitSize, VqganConfig};
 use titok_model::generator::{Generator, GeneratorConfig, SamplerConfig, TokenPredictor};
-use titok_model::Titok;
 
 /// The CIFAR-10 class names in label order (sorted class folders of the dataset).
 const CIFAR10_CLASSES: [&str; 10] =
@@ -39,7 +39,9 @@ fn main() -> Result<()> {
             "--tokenizer" => tokenizer_src = Some(args.next().context("--tokenizer DIR")?.into()),
             "--generator" => generator_src = Some(args.next().context("--generator DIR")?.into()),
             "--random-generator" => random_generator = true,
-            other => bail!("unknown argument {other}; usage: default_assets [--tokenizer DIR] [--generator DIR | --random-generator]"),
+            other => bail!(
+                "unknown argument {other}; usage: default_assets [--tokenizer DIR] [--generator DIR | --random-generator]"
+            ),
         }
     }
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models");
@@ -89,7 +91,12 @@ fn main() -> Result<()> {
     save_generator(&generator, &gen_dir, StorageDType::F16)?;
     let classes = CIFAR10_CLASSES.join("\n") + "\n";
     titok_model::checkpoint::write_bytes_atomically(&gen_dir.join("classes.txt"), classes.as_bytes())?;
-    println!("wrote {} ({} parameters, f16, {} classes)", gen_dir.display(), burn::module::Module::num_params(&generator), layout.num_classes);
+    println!(
+        "wrote {} ({} parameters, f16, {} classes)",
+        gen_dir.display(),
+        burn::module::Module::num_params(&generator),
+        layout.num_classes
+    );
     Ok(())
 }
 

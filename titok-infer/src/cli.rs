@@ -13,7 +13,7 @@ use titok_train::device::DeviceRequest;
 /// Without --model / --generator the embedded default models are used: a TiTok tokenizer and a
 /// class-conditional MaskGIT generator for 32x32 images (CIFAR-10 classes).
 #[derive(Parser, Debug)]
-#[command(name = "titok", version, about, long_about = None)]
+#[command(name = "titok", version)]
 pub struct Cli {
     /// Options that every subcommand takes.
     #[command(flatten)]
@@ -114,7 +114,8 @@ pub struct ReconstructArgs {
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
     /// LPIPS weights (AlexNet or VGG safetensors); default: $TITOK_LPIPS_WEIGHTS, then
-    /// `../shared/weights/lpips_alexnet.safetensors` beside the workspace or the current folder.
+    /// `lpips_alexnet.safetensors` in $TITOK_SHARED_DIR/weights or in `../shared/weights/`
+    /// beside the workspace or the current folder.
     #[arg(long, value_name = "FILE")]
     pub lpips_weights: Option<PathBuf>,
     /// Integer enlargement (nearest neighbour) of the side-by-side image; default: enough for
@@ -240,8 +241,8 @@ pub enum EvalCommand {
 #[derive(Args, Debug, Clone, Default)]
 pub struct EvalWeightsArgs {
     /// FID InceptionV3 weights (`fid_inception_v3_pool3.safetensors`); default:
-    /// $TITOK_INCEPTION_WEIGHTS, then `../shared/weights/` beside the workspace or the current
-    /// folder.
+    /// $TITOK_INCEPTION_WEIGHTS, then $TITOK_SHARED_DIR/weights, then `../shared/weights/` beside
+    /// the workspace or the current folder.
     #[arg(long, value_name = "FILE")]
     pub inception: Option<PathBuf>,
     /// Write the report as JSON to this file.

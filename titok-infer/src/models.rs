@@ -45,7 +45,10 @@ pub fn kind_of(dir: &Path) -> Result<ModelKind> {
     } else if config.get("model.vq_model").is_some() {
         Ok(ModelKind::Tokenizer)
     } else {
-        bail!("{}: config.json describes neither a TiTok tokenizer (model.vq_model) nor a MaskGIT generator (model.generator)", dir.display())
+        bail!(
+            "{}: config.json describes neither a TiTok tokenizer (model.vq_model) nor a MaskGIT generator (model.generator)",
+            dir.display()
+        )
     }
 }
 
@@ -131,7 +134,8 @@ impl ClassNames {
     /// # Errors
     /// When a label file has another number of names than the generator has classes.
     pub fn for_generator(n: usize, labels: Option<&str>, file: Option<PathBuf>) -> Result<Self> {
-        let parse = |t: &str| t.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect::<Vec<_>>();
+        let parse =
+            |t: &str| t.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect::<Vec<_>>();
         if let Some(text) = labels {
             let names = parse(text);
             if names.len() != n {
@@ -182,8 +186,7 @@ impl ClassNames {
                 bail!("unknown class `{q}`; classes are e.g. {} ({} in all)", some.join(", "), self.len())
             }
             many => {
-                let some: Vec<String> =
-                    many.iter().take(8).map(|&i| format!("{i} {}", self.names[i])).collect();
+                let some: Vec<String> = many.iter().take(8).map(|&i| format!("{i} {}", self.names[i])).collect();
                 bail!("class `{q}` is ambiguous: {} ...; give the full name or the id", some.join(", "))
             }
         }
@@ -211,4 +214,25 @@ pub fn check_pair(tokenizer: &Titok, generator: &Generator) -> Result<()> {
         bail!("the tokenizer is a two-stage stage-1 model and cannot decode tokens to pixels");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_resolve_by_id_name_or_unique_part() {
+        let c = ClassNames::for_generator(3, Some("golden retriever\nLabrador retriever\ncat\n"), None).unwrap();
+        assert_eq!(c.resolve("2").unwrap(), 2);
+        assert_eq!(c.resolve("Golden Retriever").unwrap(), 0);
+        assert_eq!(c.resolve("labrador").unwrap(), 1);
+        assert!(c.resolve("retriever").unwrap_err().to_string().contains("ambiguous"));
+        assert!(c.resolve("3").unwrap_err().to_string().contains("outside 0..3"));
+        assert!(c.resolve("dog").unwrap_err().to_string().contains("unknown class"));
+        assert!(ClassNames::for_generator(2, Some("a\nb\nc\n"), None).is_err());
+        let imagenet = ClassNames::for_generator(1000, None, None).unwrap();
+        assert_eq!((imagenet.name(0), imagenet.name(999)), ("tench", "toilet tissue"));
+        let numbered = ClassNames::for_generator(4, None, None).unwrap();
+        assert!(numbered.resolve("cat").unwrap_err().to_string().contains("no class names"));
+    }
 }

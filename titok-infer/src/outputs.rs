@@ -112,7 +112,9 @@ pub fn write_bytes(guard: &OutputGuard, path: &Path, bytes: &[u8]) -> Result<()>
     guard.check(path)?;
     match destination(path)? {
         Destination::Atomic(p) => titok_model::checkpoint::write_bytes_atomically(&p, bytes)?,
-        Destination::InPlace => std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+        Destination::InPlace => {
+            std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?
+        }
     }
     Ok(())
 }

@@ -126,9 +126,8 @@ fn read_npy(path: &Path, bytes: &[u8]) -> Result<Vec<ReadRow>> {
         NpyData::U8(v) => v.iter().map(|&x| i64::from(x)).collect(),
         other => bail!("{}: token ids must be integers, got {}", path.display(), other.descr()),
     };
-    let names: Vec<String> = std::fs::read_to_string(names_path(path))
-        .map(|t| t.lines().map(str::to_string).collect())
-        .unwrap_or_default();
+    let names: Vec<String> =
+        std::fs::read_to_string(names_path(path)).map(|t| t.lines().map(str::to_string).collect()).unwrap_or_default();
     Ok((0..n)
         .map(|i| {
             let file = names.get(i).cloned().unwrap_or_else(|| format!("{:06}", i));

@@ -37,8 +37,14 @@ fn golden(name: &str) -> PathBuf {
     golden_root(&workspace().join("../shared/golden")).join(name)
 }
 
+/// A file of the shared weights folder: `$TITOK_SHARED_DIR/weights`, else `../shared/weights`
+/// (where the binary looks too).
 fn shared_weights(file: &str) -> PathBuf {
-    workspace().join("../shared/weights").join(file)
+    std::env::var_os("TITOK_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared"))
+        .join("weights")
+        .join(file)
 }
 
 /// A scratch folder for one test, emptied first and removed afterwards.
@@ -97,7 +103,12 @@ fn ok(out: &Output) -> String {
 /// Asserts failure and returns stderr.
 #[track_caller]
 fn fails(out: &Output) -> String {
-    assert!(!out.status.success(), "titok should have failed:\nstdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "titok should have failed:\nstdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     text(&out.stderr)
 }
 
@@ -250,7 +261,9 @@ fn tokenize_then_detokenize_equals_reconstruct() {
 fn token_files_round_trip_as_json_lines_and_npy() {
     let t = Scratch::new("tokenfiles");
     std::fs::create_dir_all(t.path("in/sub")).unwrap();
-    for (name, dst) in [("rocket.png", "in/rocket.png"), ("flower.png", "in/sub/flower.png"), ("china.png", "in/china.png")] {
+    for (name, dst) in
+        [("rocket.png", "in/rocket.png"), ("flower.png", "in/sub/flower.png"), ("china.png", "in/china.png")]
+    {
         std::fs::copy(photo(name), t.path(dst)).unwrap();
     }
     std::fs::write(t.path("in/readme.txt"), "not an image: skipped inside folders").unwrap();
@@ -298,7 +311,8 @@ fn generate_with_a_fixed_seed_is_reproducible() {
     let t = Scratch::new("generate");
     let c = default_config();
     let args = |seed: &str, out: &str| {
-        vec!["generate", "--class", "cat", "--class", "1", "--num", "3", "--seed", seed, "-o", out].into_iter()
+        vec!["generate", "--class", "cat", "--class", "1", "--num", "3", "--seed", seed, "-o", out]
+            .into_iter()
             .map(String::from)
             .collect::<Vec<_>>()
     };
@@ -310,7 +324,10 @@ fn generate_with_a_fixed_seed_is_reproducible() {
     assert_eq!(std::fs::read(t.path("a.png")).unwrap(), std::fs::read(t.path("b.png")).unwrap());
     let (a, b, other) = (read_rows(&t.path("a.json")), read_rows(&t.path("b.json")), read_rows(&t.path("c.json")));
     assert_eq!(a, b);
-    assert_ne!(a.iter().map(|r| &r["tokens"]).collect::<Vec<_>>(), other.iter().map(|r| &r["tokens"]).collect::<Vec<_>>());
+    assert_ne!(
+        a.iter().map(|r| &r["tokens"]).collect::<Vec<_>>(),
+        other.iter().map(|r| &r["tokens"]).collect::<Vec<_>>()
+    );
     let classes: Vec<i64> = a.iter().map(|r| r["class"].as_i64().unwrap()).collect();
     assert_eq!(classes, [3, 3, 3, 1, 1, 1]);
     assert_eq!(a[0]["class_name"], "cat");
@@ -328,7 +345,10 @@ fn generate_with_a_fixed_seed_is_reproducible() {
 
     // Inpainting: positions 0-15 are regenerated, the rest kept from the photo's tokens.
     let chelsea = photo("chelsea.png");
-    ok(&titok(&t.0, &["generate", "--class", "cat", "--inpaint", s(&chelsea), "--mask", "0-15", "--num", "2", "-o", "inpaint.png"]));
+    ok(&titok(
+        &t.0,
+        &["generate", "--class", "cat", "--inpaint", s(&chelsea), "--mask", "0-15", "--num", "2", "-o", "inpaint.png"],
+    ));
     let rows = read_rows(&t.path("inpaint.json"));
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0]["file"], "chelsea-original");
@@ -338,7 +358,8 @@ fn generate_with_a_fixed_seed_is_reproducible() {
     }
     let err = fails(&titok(&t.0, &["generate", "--class", "unicorn", "-o", "x.png"]));
     assert!(err.contains("unknown class `unicorn`"), "{err}");
-    let err = fails(&titok(&t.0, &["generate", "--class", "cat", "--inpaint", s(&chelsea), "--mask", "0-99", "-o", "x.png"]));
+    let err =
+        fails(&titok(&t.0, &["generate", "--class", "cat", "--inpaint", s(&chelsea), "--mask", "0-99", "-o", "x.png"]));
     assert!(err.contains("reaches position 99"), "{err}");
 }
 
@@ -374,7 +395,10 @@ fn bad_inputs_are_reported_and_the_batch_continues() {
     let errors = error_lines(&stderr);
     assert_eq!(errors.len(), bad.len() + 1, "{stderr}");
     for (name, _, reason) in &bad {
-        assert!(errors.iter().any(|l| l.contains(name) && l.contains(reason)), "no `{name}: ... {reason}` in:\n{stderr}");
+        assert!(
+            errors.iter().any(|l| l.contains(name) && l.contains(reason)),
+            "no `{name}: ... {reason}` in:\n{stderr}"
+        );
     }
     assert!(errors.iter().any(|l| l.contains("missing.png") && l.contains("no such file")), "{stderr}");
     let rows = read_jsonl(&t.path("tokens.json"));
@@ -495,7 +519,12 @@ fn info_prints_config_and_parameter_counts() {
     let device = Device::flex();
     let dir = golden("titok_legacy_tiny_stage2");
     let stdout = ok(&titok(&t.0, &["info", s(&dir)]));
-    for want in ["64x64 px, patch 16", "8 per image (1D), 12 channels each", "64 codes (6 bits per token), l2-normalised", "F32 storage"] {
+    for want in [
+        "64x64 px, patch 16",
+        "8 per image (1D), 12 channels each",
+        "64 codes (6 bits per token), l2-normalised",
+        "F32 storage",
+    ] {
         assert!(stdout.contains(want), "missing `{want}` in:\n{stdout}");
     }
     let model = load_titok(&dir, &device).unwrap();
@@ -514,7 +543,10 @@ fn info_prints_config_and_parameter_counts() {
     assert_eq!(count_line(&stdout, "total"), load_generator(&dir, &device).unwrap().num_params());
 
     let stdout = ok(&titok(&t.0, &["info"]));
-    assert!(stdout.contains("tokenizer: embedded titok-cifar10") && stdout.contains("generator: embedded maskgit-cifar10"), "{stdout}");
+    assert!(
+        stdout.contains("tokenizer: embedded titok-cifar10") && stdout.contains("generator: embedded maskgit-cifar10"),
+        "{stdout}"
+    );
 }
 
 /// Folder -> `.bpk` -> folder keeps the weights exactly (same token ids); f16 halves the size;
@@ -635,4 +667,39 @@ fn eval_gen_scores_samples_and_writes_an_adm_batch() {
     let same: Value = serde_json::from_str(&std::fs::read_to_string(t.path("same.json")).unwrap()).unwrap();
     let v = same["fid"]["value"].as_f64().unwrap();
     assert!(v.abs() < 1e-3, "gFID of a set against its own statistics: {v}");
+}
+
+/// Grayscale, RGBA, 16-bit, BMP and TIFF inputs are converted to RGB and tokenized like the
+/// 8-bit RGB original; an extreme aspect ratio is refused with its reason.
+#[test]
+fn other_pixel_formats_are_converted() {
+    let t = Scratch::new("formats");
+    let rgb = load_rgb(&photo("coffee.png")).unwrap();
+    let gray = image::DynamicImage::ImageRgb8(rgb.clone()).to_luma8();
+    gray.save(t.path("gray.png")).unwrap();
+    image::DynamicImage::ImageLuma8(gray).to_rgb8().save(t.path("gray_as_rgb.png")).unwrap();
+    image::DynamicImage::ImageRgb8(rgb.clone()).to_rgba8().save(t.path("rgba.png")).unwrap();
+    image::DynamicImage::ImageRgb8(rgb.clone()).to_rgb16().save(t.path("rgb16.png")).unwrap();
+    rgb.save(t.path("plain.bmp")).unwrap();
+    rgb.save(t.path("plain.tiff")).unwrap();
+    RgbImage::new(640, 16).save(t.path("strip.png")).unwrap();
+    let names = ["gray.png", "gray_as_rgb.png", "rgba.png", "rgb16.png", "plain.bmp", "plain.tiff", "strip.png"];
+    let mut args = vec!["tokenize"];
+    args.extend(names);
+    args.extend(["-o", "ids.json"]);
+    let out = titok(&t.0, &args);
+    ok(&out);
+    let stderr = text(&out.stderr);
+    let errors = error_lines(&stderr);
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("strip.png") && errors[0].contains("aspect ratio"), "{}", errors[0]);
+    let rows: BTreeMap<String, Vec<i64>> = read_jsonl(&t.path("ids.json")).into_iter().collect();
+    assert_eq!(rows.len(), 6);
+    let plain: Value = serde_json::from_str(ok(&titok(&t.0, &["tokenize", s(&photo("coffee.png"))])).trim()).unwrap();
+    let original: Vec<i64> = plain["tokens"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    // Lossless conversions of the same pixels give the same tokens.
+    for name in ["rgba.png", "rgb16.png", "plain.bmp", "plain.tiff"] {
+        assert_eq!(rows[name], original, "{name}");
+    }
+    assert_eq!(rows["gray.png"], rows["gray_as_rgb.png"], "grayscale is replicated to RGB");
 }

@@ -182,3 +182,21 @@ fn bad_checkpoints_give_clear_errors() {
     let wrong = Tensor::<4>::zeros([1, 3, 32, 32], &device);
     assert!(model.encode(wrong).unwrap_err().to_string().contains("expected images [batch, 3, 64, 64]"));
 }
+
+#[test]
+fn atomic_writes_leave_devices_alone() {
+    let null = Path::new("/dev/null");
+    if !null.exists() {
+        return; // not a Unix system
+    }
+    titok_model::checkpoint::write_bytes_atomically(null, b"discarded").unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(null).unwrap().file_type().is_char_device(), "/dev/null is still a device");
+    let dir = scratch("atomic");
+    let target = dir.join("out.bin");
+    titok_model::checkpoint::write_bytes_atomically(&target, b"abc").unwrap();
+    titok_model::checkpoint::write_bytes_atomically(&target, b"defg").unwrap();
+    assert_eq!(std::fs::read(&target).unwrap(), b"defg");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name() != "out.bin").collect();
+    assert!(leftovers.is_empty(), "no temporary files left behind");
+}

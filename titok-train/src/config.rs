@@ -456,6 +456,23 @@ mod tests {
     }
 
     #[test]
+    fn generator_defaults_fill_what_the_file_leaves_out() {
+        let path = std::env::temp_dir().join(format!("titok-gen-config-{}.json", std::process::id()));
+        std::fs::write(&path, r#"{"optim": {"lr": 0.001}, "generator": {"preset": "tiny"}, "tokenizer": "tok"}"#).unwrap();
+        let c = TrainConfig::load_with_defaults(TrainConfig::generator_recipe(), Some(&path), &["run.seed=7".into()])
+            .unwrap();
+        assert_eq!((c.optim.lr, c.optim.beta2, c.optim.weight_decay), (1e-3, 0.96, 0.03), "file value + recipe");
+        let g = c.generator.unwrap();
+        assert_eq!((g.preset.as_deref(), g.sample_classes), (Some("tiny"), 10));
+        assert_eq!((c.run.seed, c.loss.mlm_label_smoothing, c.loss.mlm_unmasked_weight), (7, 0.1, 0.1));
+        assert_eq!(c.tokenizer.as_deref(), Some(Path::new("tok")));
+        std::fs::write(&path, r#"{"generator": {"presett": "tiny"}}"#).unwrap();
+        let e = TrainConfig::load_with_defaults(TrainConfig::generator_recipe(), Some(&path), &[]).unwrap_err();
+        assert!(e.to_string().contains("presett"), "{e}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
     fn model_resolution_must_fit_the_data() {
         let mut c = TrainConfig::default();
         c.model.preset = Some("l32".into());

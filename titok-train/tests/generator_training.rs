@@ -1,10 +1,11 @@
 //! MaskGIT generator training end to end on real images (CIFAR-10, CPU), through the
 //! `titok-train` binary: 300 training images (30 per class) of `../shared/data/cifar10-jpg.tar.gz`
-//! are tokenized with a small random TiTok built here; the generator lowers the MLM loss and
-//! raises the masked-token accuracy against its first steps and exports a loadable HF folder with
-//! `classes.txt`; the token cache holds exactly the tokenizer's ids of each image and its mirror
-//! and is refused for another tokenizer; a run resumed from a mid-way checkpoint repeats the
-//! same steps (loss sequence and EMA weights).
+//! are tokenized with a small random TiTok built here (codebook initialised from its own encoder
+//! outputs, so that the tokens depend on the image). The generator lowers the MLM loss, raises the
+//! masked-token accuracy against its first steps and beyond the best context-free guess, and
+//! exports a loadable HF folder with `classes.txt`; the token cache holds exactly the tokenizer's
+//! ids of each image and its mirror and is refused for another tokenizer; a run resumed from a
+//! mid-way checkpoint repeats the same steps (loss sequence and EMA weights).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -196,8 +197,8 @@ fn generator_learns_on_cifar10_tokens_and_exports_an_hf_folder() {
     let (a0, a1) = (mean(&acc[..10]), mean(&acc[acc.len() - 10..]));
     eprintln!("generator: loss {l0:.3} -> {l1:.3}, masked accuracy {a0:.3} -> {a1:.3}");
     assert!(l0 > 0.9 * (CODEBOOK as f64).ln(), "a fresh model starts near ln N: {l0}");
-    assert!(l1 < l0 - 1.0, "loss {l0} -> {l1}");
-    assert!(a1 > a0 + 0.1, "masked accuracy {a0} -> {a1}");
+    assert!(l1 < l0 - 1.5, "loss {l0} -> {l1}");
+    assert!(a1 > a0 + 0.15, "masked accuracy {a0} -> {a1}");
     let masked = logged(&run, "Masked_fraction");
     assert!((0.3..0.9).contains(&mean(&masked)), "arccos masking hides ~64% on average: {}", mean(&masked));
 
@@ -218,6 +219,7 @@ fn generator_learns_on_cifar10_tokens_and_exports_an_hf_folder() {
     }
     let majority = counts.iter().map(|c| *c.values().max().unwrap() as f64).sum::<f64>() / (K * 2 * cache.len()) as f64;
     eprintln!("per-position majority baseline {majority:.3}");
+    assert!(a1 > 1.5 * majority, "masked accuracy {a1} must beat the context-free guess {majority}: context and class are used");
 
     // The HF export of the EMA generator loads, has the data's layout, samples valid ids.
     let export = run.join(format!("checkpoints/step-{steps:07}"));

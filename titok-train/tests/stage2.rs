@@ -263,9 +263,9 @@ fn stage_two_lowers_the_lpips_of_the_stage_one_decode_on_cifar10() {
             "optim.warmup_steps=20".into(),
         ]
     };
-    const VQ_STEPS: u64 = 200;
-    const S1_STEPS: u64 = 150;
-    const S2_STEPS: u64 = 200;
+    const VQ_STEPS: u64 = 120;
+    const S1_STEPS: u64 = 100;
+    const S2_STEPS: u64 = 120;
 
     // The MaskGIT-VQGAN teacher.
     let vq_run = scratch("vqgan");

@@ -6,11 +6,11 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use titok_model::generator::TokenPredictor;
+use titok_train::eval::inception::WEIGHTS_FILE as INCEPTION_FILE;
 use titok_train::eval::{
     DatasetEval, EvalImages, EvalOptions, GenerationPlan, InceptionV3, ReconMetrics, Reference, evaluate_generation,
     evaluate_reconstruction, evaluate_samples,
 };
-use titok_train::eval::inception::WEIGHTS_FILE as INCEPTION_FILE;
 
 use super::generate::{describe_sampler, sampler_config};
 use super::reconstruct::LpipsMetric;
@@ -38,7 +38,9 @@ fn options(g: &GlobalArgs) -> EvalOptions {
 /// Loads the FID network, or explains where its weights are looked for.
 fn inception(w: &EvalWeightsArgs, device: &Device) -> Result<Option<InceptionV3>> {
     match weights::find(w.inception.as_deref(), weights::INCEPTION_ENV, INCEPTION_FILE)? {
-        Some(path) => Ok(Some(InceptionV3::load(&path, device).with_context(|| format!("loading {}", path.display()))?)),
+        Some(path) => {
+            Ok(Some(InceptionV3::load(&path, device).with_context(|| format!("loading {}", path.display()))?))
+        }
         None => Ok(None),
     }
 }
@@ -85,8 +87,15 @@ fn gen_(g: &GlobalArgs, a: &EvalGenArgs) -> Result<Outcome> {
     let tok = models::tokenizer(g.model.as_deref(), &device)?;
     let size = tok.model.config.image_size;
     let opts = options(g);
-    let reference =
-        Reference::load(&a.reference, a.reference_split.as_deref(), a.reference_limit, size, &inception, &opts, &device)?;
+    let reference = Reference::load(
+        &a.reference,
+        a.reference_split.as_deref(),
+        a.reference_limit,
+        size,
+        &inception,
+        &opts,
+        &device,
+    )?;
     for (file, reason) in &reference.skipped {
         eprintln!("warning: reference image left out: {file}: {}", crate::inputs::one_line(reason));
     }

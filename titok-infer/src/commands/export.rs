@@ -15,8 +15,8 @@ use burn::tensor::{DType, Device, Tensor};
 use serde_json::Value;
 use titok_model::Titok;
 use titok_model::checkpoint::{
-    HfConfig, StorageDType, generator_config, generator_config_json, save_generator, save_titok,
-    titok_config_json, write_atomically, write_bytes_atomically,
+    HfConfig, StorageDType, generator_config, generator_config_json, save_generator, save_titok, titok_config_json,
+    write_atomically, write_bytes_atomically,
 };
 use titok_model::generator::{Generator, TokenPredictor};
 
@@ -63,10 +63,7 @@ pub fn run(a: &ExportArgs) -> Result<Outcome> {
         DTypeArg::F32 => StorageDType::F32,
         DTypeArg::F16 => StorageDType::F16,
     };
-    let name = a
-        .output
-        .file_stem()
-        .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned());
+    let name = a.output.file_stem().map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned());
     if is_bpk(&a.output) {
         let config = config_sidecar(&a.output);
         if same_path(&config, &a.source) || a.config.as_deref().is_some_and(|c| same_path(c, &config)) {
@@ -173,8 +170,7 @@ fn save_bpk<M: Module + Clone>(module: &M, path: &Path, dtype: StorageDType) -> 
 /// Loads a `.bpk` into a module of the same structure, strictly (every parameter present with
 /// its shape, nothing unused); stored f16 values are converted to the module's f32.
 fn load_bpk<M: Module>(module: M, path: &Path) -> Result<M> {
-    let record = ModuleRecord::load(path)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-        .cast_to_module_dtype();
+    let record =
+        ModuleRecord::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?.cast_to_module_dtype();
     module.try_load_record(record).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }

@@ -100,7 +100,10 @@ pub fn run(g: &GlobalArgs, a: &GenerateArgs) -> Result<Outcome> {
     if let Some((ids, _)) = &given {
         // The first cell of an inpainting grid: the input as the tokenizer sees it.
         images.extend(decode_ids(&tok.model, ids.clone())?);
-        rows.push(TokenRow::new(format!("{}-original", stem_of(a.inpaint.as_deref())), ids_to_rows(ids.clone())?.remove(0)));
+        rows.push(TokenRow::new(
+            format!("{}-original", stem_of(a.inpaint.as_deref())),
+            ids_to_rows(ids.clone())?.remove(0),
+        ));
     }
     for chunk in labels.chunks(g.batch_size as usize) {
         let b = chunk.len();
@@ -117,8 +120,14 @@ pub fn run(g: &GlobalArgs, a: &GenerateArgs) -> Result<Outcome> {
         }; // [b, k]
         images.extend(decode_ids(&tok.model, ids.clone())?);
         for (ids, &c) in ids_to_rows(ids)?.into_iter().zip(chunk) {
-            let name = format!("sample-{:04}-{}", rows.len() - usize::from(given.is_some()), file_safe(gen_.classes.name(c)));
-            rows.push(TokenRow { file: name, class: Some(c), class_name: Some(gen_.classes.name(c).to_string()), tokens: ids });
+            let name =
+                format!("sample-{:04}-{}", rows.len() - usize::from(given.is_some()), file_safe(gen_.classes.name(c)));
+            rows.push(TokenRow {
+                file: name,
+                class: Some(c),
+                class_name: Some(gen_.classes.name(c).to_string()),
+                tokens: ids,
+            });
         }
         bar.inc(b as u64);
     }
@@ -171,8 +180,16 @@ fn given_tokens(
     let Some(batch) = batch else {
         bail!("{}", fail.unwrap_or_else(|| format!("{}: unreadable", image.display())));
     };
-    eprintln!("inpainting {}: {}; regenerating {} of {k} tokens", image.display(), batch.items[0].describe(), regenerate.iter().filter(|&&m| m).count());
-    let ids = model.encode(batch.pixels)?.tokens.ok_or_else(|| anyhow::anyhow!("a VAE tokenizer has no token ids to inpaint"))?;
+    eprintln!(
+        "inpainting {}: {}; regenerating {} of {k} tokens",
+        image.display(),
+        batch.items[0].describe(),
+        regenerate.iter().filter(|&&m| m).count()
+    );
+    let ids = model
+        .encode(batch.pixels)?
+        .tokens
+        .ok_or_else(|| anyhow::anyhow!("a VAE tokenizer has no token ids to inpaint"))?;
     let keep: Vec<bool> = regenerate.iter().map(|&m| !m).collect();
     let keep = Tensor::<2, Bool>::from_data(TensorData::new(keep, [1, k]), device);
     Ok((ids, keep))

@@ -69,7 +69,10 @@ fn tokenizer_info(dir: Option<&Path>, device: &Device) -> Result<()> {
         None => {
             let tmp = embedded::TOKENIZER.materialize()?;
             let t = models::tokenizer(Some(tmp.path()), device)?;
-            (models::Tokenizer { model: t.model, source: format!("embedded {}", embedded::TOKENIZER.name) }, weights_line(tmp.path()))
+            (
+                models::Tokenizer { model: t.model, source: format!("embedded {}", embedded::TOKENIZER.name) },
+                weights_line(tmp.path()),
+            )
         }
     };
     let m: &Titok = &tok.model;
@@ -83,7 +86,12 @@ fn tokenizer_info(dir: Option<&Path>, device: &Device) -> Result<()> {
     let g = c.grid_size();
     println!("tokenizer: {}", tok.source);
     println!("  kind           {kind}");
-    println!("  resolution     {s}x{s} px, patch {p} ({g}x{g} = {} patches)", g * g, s = c.image_size, p = c.patch_size);
+    println!(
+        "  resolution     {s}x{s} px, patch {p} ({g}x{g} = {} patches)",
+        g * g,
+        s = c.image_size,
+        p = c.patch_size
+    );
     println!("  tokens         {} per image (1D), {} channels each", c.num_latent_tokens, c.token_size);
     if c.quantize_mode == QuantizeMode::Vq {
         let bits = (c.codebook_size.max(2) as f64).log2().ceil();
@@ -114,7 +122,9 @@ fn tokenizer_info(dir: Option<&Path>, device: &Device) -> Result<()> {
         println!("  {name:<15}{n}");
     }
     println!("  {:<15}{}", "total", m.num_params());
-    let name = dir.and_then(|d| d.file_name()).map_or_else(|| embedded::TOKENIZER.name.to_string(), |n| n.to_string_lossy().into_owned());
+    let name = dir
+        .and_then(|d| d.file_name())
+        .map_or_else(|| embedded::TOKENIZER.name.to_string(), |n| n.to_string_lossy().into_owned());
     println!("config (official config.json form)");
     println!("{}", serde_json::to_string_pretty(&titok_config_json(c, &name))?);
     Ok(())

@@ -43,7 +43,8 @@ pub fn run(g: &GlobalArgs, a: &ReconstructArgs) -> Result<Outcome> {
     let zoom_factor = a.zoom.unwrap_or_else(|| default_zoom(size));
     let bar = titok_train::eval::progress_bar(inputs.files.len() as u64, "reconstruct");
     let timer = Timer::start();
-    let (mut mean_psnr, mut mean_ssim, mut mean_lpips) = (RunningMean::default(), RunningMean::default(), RunningMean::default());
+    let (mut mean_psnr, mut mean_ssim, mut mean_lpips) =
+        (RunningMean::default(), RunningMean::default(), RunningMean::default());
     let mut stems = UniqueStems::default();
     for chunk in inputs.files.chunks(g.batch_size as usize) {
         let batch = inputs::load_batch(chunk, size, &device, &mut |m| bar.suspend(|| outcome.fail(m)));

@@ -59,7 +59,12 @@ pub fn run(g: &GlobalArgs, a: &TokenizeArgs) -> Result<Outcome> {
     if !rows.is_empty() {
         tokens::write(&guard, a.output.as_deref(), format, &rows)?;
         if let Some(out) = &a.output {
-            eprintln!("wrote {} rows of {} tokens to {}", rows.len(), tok.model.config.num_latent_tokens, out.display());
+            eprintln!(
+                "wrote {} rows of {} tokens to {}",
+                rows.len(),
+                tok.model.config.num_latent_tokens,
+                out.display()
+            );
         }
     }
     timer.summary("tokenized", outcome.succeeded);

@@ -175,7 +175,8 @@ pub fn save_safetensors<M: Module + ModuleSnapshot>(
     })
 }
 
-/// Runs `write` on a temporary path beside `path`, then renames it into place.
+/// Runs `write` on a temporary path beside `path`, then renames it into place (devices and
+/// pipes such as `/dev/null` are written directly).
 ///
 /// # Errors
 /// [`TitokError::Write`] with the writer's message or the I/O error.
@@ -184,6 +185,11 @@ pub fn write_atomically(
     write: impl FnOnce(&Path) -> std::result::Result<(), String>,
 ) -> Result<()> {
     let err = |reason: String| TitokError::Write { path: path.to_path_buf(), reason };
+    // A device or pipe (`/dev/null`, `/dev/stdout`, a FIFO) is written in place: renaming a
+    // temporary file over it would replace the device with a regular file.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return write(path).map_err(err);
+    }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
     }

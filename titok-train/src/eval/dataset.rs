@@ -230,7 +230,8 @@ pub fn evaluate_reconstruction(
     let started = Instant::now();
     let batcher = ImageBatcher::new(Transform::eval(config.image_size as u32));
     let (mut real, mut recon) = (FeatureAccumulator::new(FEATURE_DIM), FeatureAccumulator::new(FEATURE_DIM));
-    let (mut m_psnr, mut m_ssim, mut m_lpips) = (RunningMean::default(), RunningMean::default(), RunningMean::default());
+    let (mut m_psnr, mut m_ssim, mut m_lpips) =
+        (RunningMean::default(), RunningMean::default(), RunningMean::default());
     let mut counts = tokenizer.quantize.as_ref().map(|_| vec![0u64; config.codebook_size]);
     let bar = options.bar(images.len(), "reconstruct");
     for (n, batch) in images.batches(&batcher, options.batch_size, device) {

@@ -523,3 +523,95 @@ impl ModuleVisitor for MoveGrads<'_> {
 pub fn move_grads<M: Module>(module: &M, from: &mut GradientsParams, into: &mut GradientsParams) {
     module.visit(&mut MoveGrads { from, into });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_weights_build_no_networks() {
+        let loss = PixelLoss::from_train(&TrainConfig::default(), &Device::flex()).unwrap();
+        assert!(loss.perceptual.is_none() && loss.adversarial.is_none());
+        assert!(!loss.config.has_extra_terms() && loss.extra_metrics().is_empty());
+        assert_eq!(loss.num_params(), 0, "nothing new in the trainee's records");
+        const BASE: MetricSpec = &[("loss", "Loss", false)];
+        assert!(std::ptr::eq(loss.metric_spec(BASE), BASE));
+        assert_eq!(loss.step(), 0);
+    }
+
+    #[test]
+    fn the_configuration_maps_to_the_official_loss() {
+        let mut c = TrainConfig::stage2_recipe();
+        let p = PixelLossConfig::from_train(&c).unwrap();
+        assert_eq!((p.l2_weight, p.perceptual_weight, p.perceptual_kind), (1.0, 0.1, PerceptualKind::Lpips));
+        let gan = p.gan.expect("GAN on");
+        assert_eq!(gan, GanLossConfig::stage2(), "stage 2: weight 0.01 from 20 000, LeCam 0.001, EMA 0.999");
+        assert_eq!(p.discriminator, DiscriminatorConfig::official());
+        // The discriminator's schedule spans the steps after the GAN starts.
+        assert_eq!((p.discriminator_lr.total_steps, p.discriminator_lr.warmup_steps), (480_000, 5_000));
+        c.loss.perceptual_loss = "vgg".into();
+        assert!(PixelLossConfig::from_train(&c).unwrap_err().to_string().contains("perceptual_loss"));
+        c.loss.perceptual_loss = "lpips".into();
+        c.loss.gan_weight = -1.0;
+        assert!(PixelLossConfig::from_train(&c).unwrap_err().to_string().contains("gan_weight"));
+    }
+
+    #[test]
+    fn missing_or_unusable_perceptual_weights_are_errors() {
+        let device = Device::flex();
+        let mut c = TrainConfig::default();
+        c.loss.perceptual_weight = 0.1;
+        let err = PixelLoss::from_train(&c, &device).unwrap_err().to_string();
+        assert!(err.contains("needs pretrained weights"), "{err}");
+        c.loss.perceptual_loss = "convnext_s".into();
+        let err = PixelLoss::from_train(&c, &device).unwrap_err().to_string();
+        assert!(err.contains("convnext_small"), "{err}");
+    }
+
+    #[test]
+    fn small_images_are_upsampled_for_the_perceptual_network() {
+        let device = Device::flex();
+        let x = Tensor::<4>::full([2, 3, 32, 32], 0.25, &device);
+        let y = perceptual_input(x, 64);
+        assert_eq!(y.dims(), [2, 3, 64, 64]);
+        assert!((y - 0.25).abs().max().into_scalar::<f32>() < 1e-6, "a flat image stays flat");
+        let big = Tensor::<4>::zeros([1, 3, 256, 256], &device);
+        assert_eq!(perceptual_input(big, 64).dims(), [1, 3, 256, 256]);
+        let wide = Tensor::<4>::zeros([1, 3, 32, 48], &device);
+        assert_eq!(perceptual_input(wide, 64).dims(), [1, 3, 64, 96]);
+    }
+
+    /// The LeCam values travel to `optimize` under the buffers' ids; the discriminator's
+    /// gradients are split off with the learning rate of its `k`-th update, `k` counted from
+    /// the GAN start.
+    #[test]
+    fn the_discriminator_update_is_split_off_with_its_own_learning_rate() {
+        let device = Device::flex();
+        let mut c = TrainConfig::default();
+        c.loss.gan_weight = 0.1;
+        c.loss.gan_start = 2;
+        c.loss.discriminator_channels = 32;
+        c.optim = crate::config::OptimConfig { warmup_steps: 4, ..Default::default() };
+        c.run.total_steps = 12;
+        let mut loss = PixelLoss::from_train(&c, &device).unwrap();
+        let adv = loss.adversarial.as_ref().unwrap();
+        let (w, real) = (adv.discriminator.block_in.weight.clone(), adv.lecam_real.id);
+        let mut grads = GradientsParams::new();
+        grads.register(w.id, w.val().ones_like());
+        assert!(loss.take_discriminator_update(&mut grads, 0.0).is_none(), "not before the GAN start");
+        for _ in 0..3 {
+            loss.advance();
+        }
+        let mut grads = GradientsParams::new();
+        grads.register(w.id, w.val().ones_like());
+        grads.register(real, Tensor::<1>::from_floats([0.5], &device));
+        let (lr, d) = loss.take_discriminator_update(&mut grads, 0.0).expect("GAN on at step 3");
+        // Step 3 is the discriminator's 2nd update: warm-up 2/4 of the peak.
+        assert!((lr - 0.5e-4).abs() < 1e-12, "lr {lr}");
+        assert_eq!((d.len(), grads.len()), (1, 0));
+        let adv = loss.adversarial.as_ref().unwrap();
+        assert_eq!(adv.lecam_real.val().into_scalar::<f32>(), 0.5);
+        assert_eq!(adv.lecam_real.id, real, "the buffer keeps its id");
+        assert_eq!(loss.step(), 3);
+    }
+}

@@ -184,14 +184,13 @@ impl TokenCache {
         if skipped > 0 {
             tracing::warn!(skipped, "images left out of the token cache");
         }
-        let wide = config.codebook_size > 1 << 16;
         let header = TokenCacheHeader {
             version: VERSION,
             num_images,
             views,
             seq_len: k,
             codebook_size: config.codebook_size,
-            id_bytes: if wide { 4 } else { 2 },
+            id_bytes: 0, // set by `new`
             class_names: class_names.to_vec(),
             tokenizer_fingerprint: options.fingerprint.clone(),
             image_size: config.image_size,
@@ -199,8 +198,7 @@ impl TokenCache {
             split: options.split.clone(),
             skipped,
         };
-        let ids = if wide { Ids::U32(ids) } else { Ids::U16(ids.into_iter().map(|v| v as u16).collect()) };
-        Ok(Self { header, ids, labels })
+        Self::new(header, ids, labels)
     }
 
     /// Number of images.
@@ -351,12 +349,46 @@ impl TokenCache {
         };
         let labels: Vec<u32> =
             bytes[ids_end..].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        if let Some(bad_id) = (0..ids.len()).map(|i| ids.get(i)).find(|&v| v as usize >= header.codebook_size) {
-            return Err(bad(format!("token id {bad_id} is outside the codebook 0..{}", header.codebook_size)));
+        Self::checked(header, ids, labels).map_err(|e| bad(e.to_string()))
+    }
+
+    /// A cache from its parts: `ids` `[num_images, views, K]` row-major, `labels`
+    /// `[num_images]`; stored as u16 when the codebook allows it.
+    ///
+    /// # Errors
+    /// [`TrainError::Data`] when the lengths disagree with the header, an id is outside the
+    /// codebook or a label outside the classes.
+    pub fn new(header: TokenCacheHeader, ids: Vec<u32>, labels: Vec<u32>) -> Result<Self, TrainError> {
+        let wide = header.codebook_size > 1 << 16;
+        let header = TokenCacheHeader { id_bytes: if wide { 4 } else { 2 }, ..header };
+        let ids = match ids.iter().find(|&&v| v as usize >= header.codebook_size) {
+            Some(bad) => {
+                return Err(TrainError::Data(format!("token id {bad} is outside the codebook 0..{}", header.codebook_size)));
+            }
+            None if wide => Ids::U32(ids),
+            None => Ids::U16(ids.into_iter().map(|v| v as u16).collect()),
+        };
+        Self::checked(header, ids, labels)
+    }
+
+    fn checked(header: TokenCacheHeader, ids: Ids, labels: Vec<u32>) -> Result<Self, TrainError> {
+        let h = &header;
+        if ids.len() != h.num_images * h.views * h.seq_len || labels.len() != h.num_images {
+            return Err(TrainError::Data(format!(
+                "{} ids and {} labels for {} images x {} views x {} tokens",
+                ids.len(),
+                labels.len(),
+                h.num_images,
+                h.views,
+                h.seq_len
+            )));
         }
-        let classes = header.class_names.len().max(1);
+        if let Some(bad_id) = (0..ids.len()).map(|i| ids.get(i)).find(|&v| v as usize >= h.codebook_size) {
+            return Err(TrainError::Data(format!("token id {bad_id} is outside the codebook 0..{}", h.codebook_size)));
+        }
+        let classes = h.class_names.len().max(1);
         if let Some(bad_label) = labels.iter().find(|&&l| l as usize >= classes) {
-            return Err(bad(format!("label {bad_label} is outside the {classes} classes")));
+            return Err(TrainError::Data(format!("label {bad_label} is outside the {classes} classes")));
         }
         Ok(Self { header, ids, labels })
     }
@@ -441,7 +473,7 @@ mod tests {
             views: 2,
             seq_len: 4,
             codebook_size: codebook,
-            id_bytes: if codebook > 1 << 16 { 4 } else { 2 },
+            id_bytes: 0,
             class_names: vec!["a".into(), "b".into()],
             tokenizer_fingerprint: "0123".into(),
             image_size: 32,
@@ -449,8 +481,7 @@ mod tests {
             split: "train".into(),
             skipped: 0,
         };
-        let ids = if codebook > 1 << 16 { Ids::U32(ids) } else { Ids::U16(ids.into_iter().map(|v| v as u16).collect()) };
-        TokenCache { header, ids, labels: vec![1, 0, 1] }
+        TokenCache::new(header, ids, vec![1, 0, 1]).unwrap()
     }
 
     fn scratch(name: &str) -> std::path::PathBuf {
@@ -505,5 +536,10 @@ mod tests {
         wrong.save(&path).unwrap();
         assert!(TokenCache::load(&path).unwrap_err().to_string().contains("outside the codebook 0..8"));
         std::fs::remove_file(path).unwrap();
+        // Parts that do not fit the header.
+        let h = c.header.clone();
+        assert!(TokenCache::new(h.clone(), vec![0; 5], vec![0; 3]).unwrap_err().to_string().contains("5 ids"));
+        assert!(TokenCache::new(h.clone(), vec![64; 24], vec![0; 3]).unwrap_err().to_string().contains("token id 64"));
+        assert!(TokenCache::new(h, vec![0; 24], vec![0, 2, 0]).unwrap_err().to_string().contains("label 2"));
     }
 }
