@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    titok_train::device::quiet_vulkan_loader();
     quiet_broken_pipe();
     let cli = cli::Cli::parse();
     match commands::run(cli) {

@@ -43,6 +43,17 @@ impl std::str::FromStr for DeviceRequest {
     }
 }
 
+/// Gives the Vulkan loader a runtime directory when the environment has none (containers,
+/// CI): without one it prints `XDG_RUNTIME_DIR is invalid or not set` for every adapter probe.
+/// Call it first thing in `main`, before any thread exists.
+pub fn quiet_vulkan_loader() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: called at the start of `main`, while the process has a single thread, so no
+        // other thread can read the environment concurrently.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+}
+
 /// Runs a tiny computation on `device`; false when the backend panics (no driver, no adapter).
 fn answers(device: &Device) -> bool {
     let hook = std::panic::take_hook();

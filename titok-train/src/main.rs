@@ -74,6 +74,7 @@ enum Mode {
 }
 
 fn main() -> Result<()> {
+    titok_train::device::quiet_vulkan_loader();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
