@@ -87,11 +87,21 @@ fn main() {
     let layout = bert(64, 1, 1).layout();
     let schedule = StepSchedule::new(cache.len(), batch, 42);
     let spec = DrawSpec { seed: 42, stream: 1, drop_prob: 0.1, mirrors: true };
-    println!("MaskGIT generator training steps on flex (CPU), K = {K}, {CODEBOOK} codes, {CLASSES} classes, batch {batch}, {steps} timed steps after 1 warm-up");
+    println!(
+        "MaskGIT generator training steps on flex (CPU), K = {K}, {CODEBOOK} codes, {CLASSES} classes, batch {batch}, {steps} timed steps after 1 warm-up"
+    );
     println!("| generator | params (M) | s/step | steps/s | sequences/s | CPU s/step |");
     println!("|---|---|---|---|---|---|");
     for (name, config) in [
-        ("tiny (64-d, 2 layers, 4 heads)", GeneratorConfig { image_seq_len: K, codebook_size: CODEBOOK, condition_num_classes: CLASSES, ..GeneratorConfig::tiny() }),
+        (
+            "tiny (64-d, 2 layers, 4 heads)",
+            GeneratorConfig {
+                image_seq_len: K,
+                codebook_size: CODEBOOK,
+                condition_num_classes: CLASSES,
+                ..GeneratorConfig::tiny()
+            },
+        ),
         ("192-d, 4 layers, 4 heads", bert(192, 4, 4)),
         ("256-d, 4 layers, 8 heads", bert(256, 4, 8)),
         ("256-d, 6 layers, 8 heads", bert(256, 6, 8)),
@@ -101,7 +111,8 @@ fn main() {
         let model = Generator::new(&config, &device).expect("config");
         let params = model.num_params() as f64 / 1e6;
         let trainee = GeneratorTrainee::new(model, MlmLossConfig::default(), 0.999, 1.0, &device);
-        let mut optim = adamw_with_groups(&trainee, AdamWSettings { beta2: 0.96, weight_decay: 0.03, ..AdamWSettings::default() });
+        let mut optim =
+            adamw_with_groups(&trainee, AdamWSettings { beta2: 0.96, weight_decay: 0.03, ..AdamWSettings::default() });
         let mut trainee = trainee.train().fork(&ad);
         let mut step = 0u64;
         let mut run = |trainee: GeneratorTrainee| {

@@ -32,9 +32,14 @@ fn main() {
     println!("distinct token sequences {} of {}; distinct ids per position {:?}", distinct.len(), v.len() / k, per_pos);
     let logits = start.decode_with_intermediates(start.encode(images.clone()).unwrap().latents).decoder.out;
     let [b, n, h, w] = logits.dims();
-    let codes = logits.reshape([b, n, h * w]).argmax(1).reshape([b, h * w]);
+    let codes = logits.clone().reshape([b, n, h * w]).argmax(1).reshape([b, h * w]);
     println!("stage1 argmax {:?}", m(teacher.decode_codes(codes)));
-    println!("stage2 step0 {:?}", m(start.reconstruct(images.clone()).unwrap()));
+    let r0 = start.reconstruct(images.clone()).unwrap();
+    let var0 = (r0.clone() - r0.clone().mean_dim(0)).square().mean().into_scalar::<f64>();
+    let lv = (logits.clone() - logits.clone().mean_dim(0)).square().mean().into_scalar::<f64>();
+    let enc = start.encode(images.clone()).unwrap().latents;
+    let ev = (enc.clone() - enc.clone().mean_dim(0)).square().mean().into_scalar::<f64>();
+    println!("stage2 step0 {:?} var {var0:.3e}; logits var {lv:.3e}; latents var {ev:.3e}", m(r0));
     if let Some(s2) = s2 {
         // The export's pixel decoder is the trained one: read with the teacher's architecture,
         // then load the export's weights strictly.
@@ -44,6 +49,6 @@ fn main() {
         let r = model.reconstruct(images.clone()).unwrap();
         let spread = (r.clone() - r.clone().mean_dim(0)).square().mean().into_scalar::<f64>();
         let data_spread = (images.clone() - images.clone().mean_dim(0)).square().mean().into_scalar::<f64>();
-        println!("stage2 trained {:?}; variance across images {spread:.5} (data {data_spread:.5})", m(r));
+        println!("stage2 trained {:?}; variance across images {spread:.3e} (data {data_spread:.5})", m(r));
     }
 }

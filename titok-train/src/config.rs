@@ -458,7 +458,8 @@ mod tests {
     #[test]
     fn generator_defaults_fill_what_the_file_leaves_out() {
         let path = std::env::temp_dir().join(format!("titok-gen-config-{}.json", std::process::id()));
-        std::fs::write(&path, r#"{"optim": {"lr": 0.001}, "generator": {"preset": "tiny"}, "tokenizer": "tok"}"#).unwrap();
+        std::fs::write(&path, r#"{"optim": {"lr": 0.001}, "generator": {"preset": "tiny"}, "tokenizer": "tok"}"#)
+            .unwrap();
         let c = TrainConfig::load_with_defaults(TrainConfig::generator_recipe(), Some(&path), &["run.seed=7".into()])
             .unwrap();
         assert_eq!((c.optim.lr, c.optim.beta2, c.optim.weight_decay), (1e-3, 0.96, 0.03), "file value + recipe");

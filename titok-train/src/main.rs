@@ -130,7 +130,13 @@ fn main() -> Result<()> {
                 let device = &devices[0];
                 let tokenizer = stages::generator::load_tokenizer(&config, device)?;
                 let (cache, path) = stages::generator::prepare_token_cache(&config, &tokenizer, &common.run, device)?;
-                eprintln!("token cache {}: {} images x {} views x {} tokens", path.display(), cache.len(), cache.views(), cache.seq_len());
+                eprintln!(
+                    "token cache {}: {} images x {} views x {} tokens",
+                    path.display(),
+                    cache.len(),
+                    cache.views(),
+                    cache.seq_len()
+                );
                 return Ok(());
             }
             stages::generator::train_generator(config, &common.run, &devices).context("generator training")?;

@@ -67,7 +67,8 @@ fn data_initialised_tokenizer(seed: u64, images: Tensor<4>) -> Titok {
     let rows = z.reshape([b, c, k]).swap_dims(1, 2).reshape([b * k, c]); // [b·K, C]
     let pick: Vec<i64> = (0..CODEBOOK).map(|i| ((i * 7919 + seed as usize * 13) % (b * k)) as i64).collect();
     let quantize = model.quantize.as_mut().expect("VQ");
-    quantize.embedding.weight = Param::from_tensor(rows.select(0, Tensor::<1, Int>::from_ints(pick.as_slice(), &device)));
+    quantize.embedding.weight =
+        Param::from_tensor(rows.select(0, Tensor::<1, Int>::from_ints(pick.as_slice(), &device)));
     model
 }
 
@@ -219,7 +220,10 @@ fn generator_learns_on_cifar10_tokens_and_exports_an_hf_folder() {
     }
     let majority = counts.iter().map(|c| *c.values().max().unwrap() as f64).sum::<f64>() / (K * 2 * cache.len()) as f64;
     eprintln!("per-position majority baseline {majority:.3}");
-    assert!(a1 > 1.5 * majority, "masked accuracy {a1} must beat the context-free guess {majority}: context and class are used");
+    assert!(
+        a1 > 1.5 * majority,
+        "masked accuracy {a1} must beat the context-free guess {majority}: context and class are used"
+    );
 
     // The HF export of the EMA generator loads, has the data's layout, samples valid ids.
     let export = run.join(format!("checkpoints/step-{steps:07}"));
@@ -234,7 +238,12 @@ fn generator_learns_on_cifar10_tokens_and_exports_an_hf_folder() {
     let ids = ids.try_into_vec_as::<i64>().unwrap();
     assert!(ids.len() == 2 * K && ids.iter().all(|&i| (0..CODEBOOK as i64).contains(&i)));
     let grid = image::open(run.join(format!("samples/samples-{steps:07}.png"))).expect("sample grid written");
-    assert!(grid.width() >= 10 * 32 && grid.height() >= 32, "one 32 px column per class: {}x{}", grid.width(), grid.height());
+    assert!(
+        grid.width() >= 10 * 32 && grid.height() >= 32,
+        "one 32 px column per class: {}x{}",
+        grid.width(),
+        grid.height()
+    );
     let _ = std::fs::remove_dir_all(run);
 }
 
@@ -311,7 +320,8 @@ fn a_resumed_run_repeats_the_same_steps() {
     // Rewind a copy to its step-20 checkpoint (as if it had been killed after it) and resume.
     let b = scratch("resumed");
     copy_dir(&a, &b);
-    let latest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(b.join("latest.json")).unwrap()).unwrap();
+    let latest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("latest.json")).unwrap()).unwrap();
     assert_eq!(latest["step"], 60);
     let mut rewound = latest.clone();
     rewound["step"] = 20.into();

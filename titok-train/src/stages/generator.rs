@@ -129,8 +129,13 @@ pub fn token_batch(
 ) -> titok_model::Result<TokenBatch> {
     let (b, k) = (items.len(), cache.seq_len());
     let mirrors = spec.mirrors && cache.views() == 2;
-    let (mut ids, mut labels, mut t, mut noise, mut drop) =
-        (Vec::with_capacity(b * k), Vec::with_capacity(b), Vec::with_capacity(b), Vec::with_capacity(b * k), Vec::with_capacity(b));
+    let (mut ids, mut labels, mut t, mut noise, mut drop) = (
+        Vec::with_capacity(b * k),
+        Vec::with_capacity(b),
+        Vec::with_capacity(b),
+        Vec::with_capacity(b * k),
+        Vec::with_capacity(b),
+    );
     for item in items {
         let mut rng = ItemRng::new(spec.seed, spec.stream, item.epoch, item.index as u64);
         let d = SampleDraws::draw(&mut rng, k, mirrors, spec.drop_prob);
@@ -238,7 +243,10 @@ pub fn load_tokenizer(config: &TrainConfig, device: &Device) -> Result<Titok, Tr
         .ok_or_else(|| TrainError::Config("set `tokenizer` to the HF folder of a VQ TiTok tokenizer".into()))?;
     let tokenizer = load_titok(path, device)?;
     if tokenizer.quantize.is_none() {
-        return Err(TrainError::Config(format!("{} is a VAE tokenizer; the generator needs token ids (VQ)", path.display())));
+        return Err(TrainError::Config(format!(
+            "{} is a VAE tokenizer; the generator needs token ids (VQ)",
+            path.display()
+        )));
     }
     if tokenizer.config.image_size != config.data.image_size {
         return Err(TrainError::Config(format!(
@@ -343,7 +351,11 @@ pub fn prepare_token_cache(
 /// # Errors
 /// [`TrainError::Config`] for an unknown preset, a layout that does not fit, or a config that
 /// does not validate.
-pub fn generator_config(spec: &GeneratorSpec, tokenizer: &Titok, num_classes: usize) -> Result<GeneratorConfig, TrainError> {
+pub fn generator_config(
+    spec: &GeneratorSpec,
+    tokenizer: &Titok,
+    num_classes: usize,
+) -> Result<GeneratorConfig, TrainError> {
     let t = &tokenizer.config;
     let config = match (&spec.config, &spec.preset) {
         (Some(c), _) => {
@@ -453,10 +465,12 @@ pub fn train_generator(config: TrainConfig, run_dir: &Path, devices: &[Device]) 
     let train_spec = DrawSpec { seed, stream: TRAIN_DRAWS, drop_prob: gen_config.class_label_dropout, mirrors: true };
     let train_cache = cache.clone();
     let make_train: MakeBatch<TokenBatch> = Arc::new(move |items, device| {
-        token_batch(&train_cache, items, &layout, &train_spec, device).map_err(|e| burn::data::dataset::DatasetError::new(std::io::Error::other(e.to_string())))
+        token_batch(&train_cache, items, &layout, &train_spec, device)
+            .map_err(|e| burn::data::dataset::DatasetError::new(std::io::Error::other(e.to_string())))
     });
     let schedule_train = Arc::new(StepSchedule::new(cache.len(), config.run.batch_size, seed));
-    let train = StepLoader::new(schedule_train, make_train, 0..config.run.total_steps, config.data.num_workers, device.clone());
+    let train =
+        StepLoader::new(schedule_train, make_train, 0..config.run.total_steps, config.data.num_workers, device.clone());
     let valid_spec = DrawSpec { seed, stream: VALID_DRAWS, drop_prob: 0.0, mirrors: false };
     let valid_batch = config.run.batch_size.min(valid.len());
     let schedule_valid = Arc::new(StepSchedule::new(valid.len(), valid_batch, seed));
@@ -465,7 +479,8 @@ pub fn train_generator(config: TrainConfig, run_dir: &Path, devices: &[Device]) 
     let make_valid: MakeBatch<TokenBatch> = Arc::new(move |items, device| {
         // Every validation sees the same masks: draws of epoch 0 whatever the position.
         let items: Vec<StepItem> = items.iter().map(|i| StepItem { index: i.index, epoch: 0 }).collect();
-        token_batch(&valid, &items, &layout, &valid_spec, device).map_err(|e| burn::data::dataset::DatasetError::new(std::io::Error::other(e.to_string())))
+        token_batch(&valid, &items, &layout, &valid_spec, device)
+            .map_err(|e| burn::data::dataset::DatasetError::new(std::io::Error::other(e.to_string())))
     });
     let valid_loader = StepLoader::new(schedule_valid, make_valid, 0..valid_steps, 1, device.clone());
 
@@ -479,7 +494,8 @@ pub fn train_generator(config: TrainConfig, run_dir: &Path, devices: &[Device]) 
     let columns = classes.len();
     let on_validation: StepHook<GeneratorTrainee> = Arc::new(move |t: &GeneratorTrainee, step| {
         let ema = t.ema.valid();
-        let labels = Tensor::<1, Int>::from_data(TensorData::new(grid_labels.clone(), [grid_labels.len()]), &sample_device);
+        let labels =
+            Tensor::<1, Int>::from_data(TensorData::new(grid_labels.clone(), [grid_labels.len()]), &sample_device);
         let ids = generate(&ema, labels, &sampler, &mut SeededUniform::new(seed))?; // [n, K]
         let images = tokenizer.decode_tokens(ids)?.clamp(0.0, 1.0); // [n, 3, S, S]
         save_png_grid(&samples.join(format!("samples-{step:07}.png")), images, columns)
@@ -517,7 +533,8 @@ mod tests {
 
     #[test]
     fn draws_depend_only_on_seed_epoch_and_index() {
-        let d = |seed, epoch, index| SampleDraws::draw(&mut ItemRng::new(seed, TRAIN_DRAWS, epoch, index), 8, true, 0.1);
+        let d =
+            |seed, epoch, index| SampleDraws::draw(&mut ItemRng::new(seed, TRAIN_DRAWS, epoch, index), 8, true, 0.1);
         assert_eq!(d(1, 2, 3), d(1, 2, 3));
         assert_ne!(d(1, 2, 3), d(1, 3, 3));
         assert_ne!(d(1, 2, 3), d(2, 2, 3));

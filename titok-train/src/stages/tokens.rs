@@ -144,12 +144,18 @@ impl TokenCache {
         let bar = options.progress.then(|| crate::eval::progress_bar(records.len() as u64, "tokenizing"));
 
         let (mut ids, mut labels) = (Vec::with_capacity(records.len() * views * k), Vec::with_capacity(records.len()));
+        let mut done = 0;
         for chunk in records.chunks(options.batch_size.max(1)) {
             let items: Vec<(ImageRecord, u64)> = chunk.iter().map(|r| (r.clone(), 0)).collect();
             let batch = batcher.batch_with_epochs(&items, device);
             if let Some(bar) = &bar {
                 bar.inc(chunk.len() as u64);
+                // Also a log line every 10% (the bar is hidden when stderr is not a terminal).
+                if (done + chunk.len()) * 10 / records.len() > done * 10 / records.len() {
+                    tracing::info!(done = done + chunk.len(), total = records.len(), "tokenizing");
+                }
             }
+            done += chunk.len();
             if batch.is_empty() {
                 continue;
             }
@@ -231,7 +237,12 @@ impl TokenCache {
     /// # Panics
     /// When `index` or `view` is out of range.
     pub fn extend_ids(&self, index: usize, view: usize, out: &mut Vec<i64>) {
-        assert!(index < self.len() && view < self.views(), "image {index} view {view} of {} x {}", self.len(), self.views());
+        assert!(
+            index < self.len() && view < self.views(),
+            "image {index} view {view} of {} x {}",
+            self.len(),
+            self.views()
+        );
         let k = self.seq_len();
         let start = (index * self.views() + view) * k;
         out.extend((start..start + k).map(|i| i64::from(self.ids.get(i))));
@@ -281,7 +292,11 @@ impl TokenCache {
             );
         }
         if h.source != expected.source || h.split != expected.split {
-            return mismatch("from", &format!("{} split '{}'", h.source, h.split), &format!("{} split '{}'", expected.source, expected.split));
+            return mismatch(
+                "from",
+                &format!("{} split '{}'", h.source, h.split),
+                &format!("{} split '{}'", expected.source, expected.split),
+            );
         }
         if h.image_size != expected.image_size || h.views != expected.views {
             return mismatch(
@@ -299,7 +314,8 @@ impl TokenCache {
     /// [`TrainError::Model`] wrapping the write error.
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
         let header = serde_json::to_vec(&self.header).expect("serialisable");
-        let mut bytes = Vec::with_capacity(12 + header.len() + self.ids.len() * self.header.id_bytes + 4 * self.labels.len());
+        let mut bytes =
+            Vec::with_capacity(12 + header.len() + self.ids.len() * self.header.id_bytes + 4 * self.labels.len());
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&header);
@@ -324,7 +340,10 @@ impl TokenCache {
             return Err(bad("not a token cache (wrong magic bytes)".into()));
         }
         let header_len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
-        let body = 12usize.checked_add(header_len).filter(|&end| end <= bytes.len()).ok_or_else(|| bad("truncated header".into()))?;
+        let body = 12usize
+            .checked_add(header_len)
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| bad("truncated header".into()))?;
         let header: TokenCacheHeader =
             serde_json::from_slice(&bytes[12..body]).map_err(|e| bad(format!("unreadable header: {e}")))?;
         if header.version != VERSION {
@@ -336,7 +355,8 @@ impl TokenCache {
                 header.id_bytes, header.views, header.seq_len
             )));
         }
-        let n_ids = header.num_images.checked_mul(header.views * header.seq_len).ok_or_else(|| bad("size overflow".into()))?;
+        let n_ids =
+            header.num_images.checked_mul(header.views * header.seq_len).ok_or_else(|| bad("size overflow".into()))?;
         let expected = body + n_ids * header.id_bytes + 4 * header.num_images;
         if bytes.len() != expected {
             return Err(bad(format!("{} bytes, the header implies {expected} (truncated or corrupt)", bytes.len())));
@@ -345,7 +365,9 @@ impl TokenCache {
         let ids = if header.id_bytes == 2 {
             Ids::U16(bytes[body..ids_end].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
         } else {
-            Ids::U32(bytes[body..ids_end].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            Ids::U32(
+                bytes[body..ids_end].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            )
         };
         let labels: Vec<u32> =
             bytes[ids_end..].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
@@ -363,7 +385,10 @@ impl TokenCache {
         let header = TokenCacheHeader { id_bytes: if wide { 4 } else { 2 }, ..header };
         let ids = match ids.iter().find(|&&v| v as usize >= header.codebook_size) {
             Some(bad) => {
-                return Err(TrainError::Data(format!("token id {bad} is outside the codebook 0..{}", header.codebook_size)));
+                return Err(TrainError::Data(format!(
+                    "token id {bad} is outside the codebook 0..{}",
+                    header.codebook_size
+                )));
             }
             None if wide => Ids::U32(ids),
             None => Ids::U16(ids.into_iter().map(|v| v as u16).collect()),

@@ -32,11 +32,12 @@ impl Default for AdamWSettings {
 pub const NO_DECAY_FRAGMENTS: &[&str] =
     &["ln", "bias", "latent_tokens", "mask_token", "embedding", "norm", "gamma", "beta", "embed"];
 
-/// Collects the ids of parameters that get no weight decay.
+/// Collects the parameters that get no weight decay (ids and module paths).
 #[derive(Default)]
 struct NoDecay {
     path: Vec<String>,
     ids: Vec<ParamId>,
+    paths: Vec<String>,
 }
 
 impl ModuleVisitor for NoDecay {
@@ -51,6 +52,7 @@ impl ModuleVisitor for NoDecay {
         let by_name = NO_DECAY_FRAGMENTS.iter().any(|f| path.contains(f));
         if D < 2 || by_name {
             self.ids.push(param.id);
+            self.paths.push(path);
         }
     }
 }
@@ -62,13 +64,23 @@ pub fn no_decay_params<M: Module>(module: &M) -> Vec<ParamId> {
     v.ids
 }
 
+/// Module paths (as the optimizer sees them, e.g. `model.encoder.ln_pre.gamma`) of the
+/// parameters the official recipe excludes from weight decay.
+pub fn no_decay_paths<M: Module>(module: &M) -> Vec<String> {
+    let mut v = NoDecay::default();
+    module.visit(&mut v);
+    v.paths
+}
+
 /// AdamW over `module` with two groups: weight decay for matrices/kernels, none for the
-/// parameters [`no_decay_params`] selects.
+/// parameters [`no_decay_params`] selects. The group is matched by module path, not by
+/// parameter id, so it still holds after a resumed run has loaded parameters (with the ids
+/// saved in the checkpoint) into the model.
 pub fn adamw_with_groups<M: Module>(module: &M, s: AdamWSettings) -> ModuleOptimizer {
     let base = AdamWConfig::new().with_beta_1(s.beta1).with_beta_2(s.beta2).with_epsilon(s.epsilon);
     let decayed = base.clone().with_weight_decay(s.weight_decay).init();
     let undecayed = base.with_weight_decay(0.0).build();
-    decayed.with_group(ParamGroup::from_ids(no_decay_params(module)), undecayed, None)
+    decayed.with_group(ParamGroup::from_paths(no_decay_paths(module)), undecayed, None)
 }
 
 /// Sums the squared gradients of every parameter of `module` present in `grads`.
@@ -149,6 +161,8 @@ mod tests {
             assert!(ids.contains(&id));
         }
         assert_eq!(ids.len(), 4, "bias, gamma, beta, latent_tokens");
+        let paths = no_decay_paths(&toy);
+        assert!(paths.contains(&"ln_pre.gamma".to_string()) && paths.contains(&"latent_tokens".to_string()), "{paths:?}");
     }
 
     #[test]
