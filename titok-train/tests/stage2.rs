@@ -190,6 +190,26 @@ fn frozen_parts_stay_bit_identical_and_the_gan_starts_on_time() {
     }
 }
 
+/// The discriminator side descends its loss: on a fixed batch, with the generator's adversarial
+/// weight negligible, a few updates separate real images from reconstructions.
+#[test]
+fn the_discriminator_learns_to_separate_real_images_from_reconstructions() {
+    let (mut t, ad) = trainee(|d| pixel_loss(1.0, 0.0, 1e-9, 0, d));
+    let mut optim = stage2_optimizer(&t, AdamWSettings::default());
+    let fixed = batch(&ad);
+    let mut hinge = Vec::new();
+    for _ in 0..8 {
+        let out = TrainStep::step(&t, fixed.clone());
+        hinge.push(out.item.get("d_hinge").unwrap());
+        let gap = out.item.get("logits_real").unwrap() - out.item.get("logits_fake").unwrap();
+        hinge.push(gap);
+        t = t.optimize(&mut optim, 1e-3.into(), out.grads);
+    }
+    let (first, last) = ((hinge[0], hinge[1]), (hinge[14], hinge[15]));
+    assert!(last.0 < first.0, "hinge loss {} -> {}", first.0, last.0);
+    assert!(last.1 > first.1 && last.1 > 0.0, "D(x) - D(x̂) {} -> {}", first.1, last.1);
+}
+
 #[test]
 fn lpips_and_gan_losses_train_the_decoder_side_only() {
     // LPIPS only.
