@@ -9,7 +9,8 @@
 //! # One optimizer, two sides
 //!
 //! burn-train's `Learner` holds one `ModuleOptimizer`; the discriminator gets its own AdamW
-//! instances as parameter groups of it ([`with_discriminator_groups`]). A training step then
+//! instances as parameter groups of it, matched by module path ([`with_discriminator_groups`]).
+//! A training step then
 //! 1. computes the generator objective with a frozen copy of the discriminator and backwards it,
 //!    keeping only the generator's gradients ([`PixelLoss::gradients`]);
 //! 2. computes the discriminator objective on *detached* reconstructions and backwards it,
@@ -461,16 +462,66 @@ impl PixelLoss {
 
 /// Adds the discriminator's own AdamW instances to `optim` as parameter groups (decayed and
 /// not decayed, with the official name rules, as the official `discriminator_optimizer`); they
-/// take precedence over the generator's groups. Nothing changes without a discriminator.
-pub fn with_discriminator_groups(optim: ModuleOptimizer, loss: &PixelLoss, s: AdamWSettings) -> ModuleOptimizer {
-    let Some(adv) = &loss.adversarial else { return optim };
-    let d = &adv.discriminator;
-    let no_decay = no_decay_params(d);
-    let decayed: Vec<ParamId> = param_ids(d).into_iter().filter(|id| !no_decay.contains(id)).collect();
+/// take precedence over the generator's groups. `trainee` is the module the optimizer steps
+/// (holding `loss`): the groups are matched by the discriminator's module paths in it, which,
+/// unlike parameter ids, survive loading a checkpoint on resume. Nothing changes without a
+/// discriminator.
+pub fn with_discriminator_groups<M: Module>(optim: ModuleOptimizer, trainee: &M, loss: &PixelLoss, s: AdamWSettings) -> ModuleOptimizer {
+    let Some((decayed, undecayed)) = discriminator_paths(trainee, loss) else { return optim };
     let base = AdamWConfig::new().with_beta_1(s.beta1).with_beta_2(s.beta2).with_epsilon(s.epsilon);
     optim
-        .with_group(ParamGroup::from_ids(decayed), base.clone().with_weight_decay(s.weight_decay).build(), None)
-        .with_group(ParamGroup::from_ids(no_decay), base.with_weight_decay(0.0).build(), None)
+        .with_group(ParamGroup::from_paths(decayed), base.clone().with_weight_decay(s.weight_decay).build(), None)
+        .with_group(ParamGroup::from_paths(undecayed), base.with_weight_decay(0.0).build(), None)
+}
+
+/// Paths in `trainee` of the discriminator's parameters, `(decayed, not decayed)`; `None`
+/// without a discriminator. (The fixed blur kernels are among them: they never get gradients,
+/// so the optimizer never touches them. Trainability cannot be read here: on a plain device,
+/// before `Module::train`, no parameter reports that it requires gradients.)
+pub fn discriminator_paths<M: Module>(trainee: &M, loss: &PixelLoss) -> Option<(Vec<String>, Vec<String>)> {
+    let d = &loss.adversarial.as_ref()?.discriminator;
+    let no_decay = no_decay_params(d);
+    let mut paths = ParamPaths { path: Vec::new(), of: ParamPaths::ids(d), found: Vec::new() };
+    trainee.visit(&mut paths);
+    let (undecayed, decayed): (Vec<_>, Vec<_>) = paths.found.into_iter().partition(|(id, _)| no_decay.contains(id));
+    let paths_of = |v: Vec<(ParamId, String)>| v.into_iter().map(|(_, p)| p).collect::<Vec<_>>();
+    Some((paths_of(decayed), paths_of(undecayed)))
+}
+
+/// Module paths (as the optimizer sees them) of the parameters with the given ids.
+struct ParamPaths {
+    path: Vec<String>,
+    of: Vec<ParamId>,
+    found: Vec<(ParamId, String)>,
+}
+
+impl ParamPaths {
+    /// Ids of every float parameter of a module.
+    fn ids<M: Module>(module: &M) -> Vec<ParamId> {
+        struct Ids(Vec<ParamId>);
+        impl ModuleVisitor for Ids {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0.push(param.id);
+            }
+        }
+        let mut v = Ids(Vec::new());
+        module.visit(&mut v);
+        v.0
+    }
+}
+
+impl ModuleVisitor for ParamPaths {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if self.of.contains(&param.id) {
+            self.found.push((param.id, self.path.join(".")));
+        }
+    }
 }
 
 /// One optimisation step of both sides: the generator's gradients with the schedule's learning
@@ -490,7 +541,8 @@ pub fn step_both_sides<M: Module>(
     }
 }
 
-/// Ids of every float parameter of a module that requires gradients.
+/// Ids of every float parameter of a module that requires gradients (on an autodiff device;
+/// on a plain one no parameter reports that it does).
 pub fn param_ids<M: Module>(module: &M) -> Vec<ParamId> {
     struct Ids(Vec<ParamId>);
     impl ModuleVisitor for Ids {
@@ -579,6 +631,30 @@ mod tests {
         assert_eq!(perceptual_input(big, 64).dims(), [1, 3, 256, 256]);
         let wide = Tensor::<4>::zeros([1, 3, 32, 48], &device);
         assert_eq!(perceptual_input(wide, 64).dims(), [1, 3, 64, 96]);
+    }
+
+    /// The discriminator's optimizer groups are found by path in the trainee holding the loss:
+    /// every parameter once, kernels and weights decayed, biases and norms not.
+    #[test]
+    fn discriminator_groups_are_matched_by_path_in_the_trainee() {
+        #[derive(Module, Debug)]
+        struct Trainee {
+            loss: PixelLoss,
+        }
+        let device = Device::flex();
+        let mut c = TrainConfig::default();
+        c.loss.gan_weight = 0.1;
+        c.loss.discriminator_channels = 32;
+        let t = Trainee { loss: PixelLoss::from_train(&c, &device).unwrap() };
+        let (decayed, undecayed) = discriminator_paths(&t, &t.loss).unwrap();
+        let d = &t.loss.adversarial.as_ref().unwrap().discriminator;
+        assert_eq!(decayed.len() + undecayed.len(), ParamPaths::ids(d).len());
+        assert_eq!(ParamPaths::ids(d).len(), 2 + 3 * 5 + 2 + 2, "stem, 3 stages (conv, blur, norm), head");
+        assert!(decayed.contains(&"loss.adversarial.discriminator.block_in.weight".to_string()), "{decayed:?}");
+        assert!(decayed.contains(&"loss.adversarial.discriminator.blocks.2.conv.weight".to_string()));
+        assert!(undecayed.contains(&"loss.adversarial.discriminator.block_in.bias".to_string()), "{undecayed:?}");
+        assert!(undecayed.contains(&"loss.adversarial.discriminator.blocks.0.norm.gamma".to_string()));
+        assert!(discriminator_paths(&t, &PixelLoss::l2_only(1.0)).is_none());
     }
 
     /// The LeCam values travel to `optimize` under the buffers' ids; the discriminator's

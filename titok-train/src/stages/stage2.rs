@@ -16,7 +16,6 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::module::{Module, Param};
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::store::ModuleRecord;
 use burn::tensor::{Device, Tensor};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use titok_model::checkpoint::keymap::TITOK;
@@ -172,7 +171,7 @@ impl InferenceStep for Stage2Trainee {
 /// The AdamW optimizer of stage 2: the official groups for the generator side (no weight decay
 /// on norms, biases, embeddings, ...) and the discriminator's own AdamW instances as groups.
 pub fn stage2_optimizer(trainee: &Stage2Trainee, s: AdamWSettings) -> ModuleOptimizer {
-    with_discriminator_groups(adamw_with_groups(trainee, s), &trainee.loss, s)
+    with_discriminator_groups(adamw_with_groups(trainee, s), trainee, &trainee.loss, s)
 }
 
 /// The MaskGIT-VQGAN configuration of a `pixel_decoder` path: a folder's `config.json` (or the
@@ -275,21 +274,6 @@ fn read_init_config(init: &Path, pixel: Option<&VqganConfig>) -> Result<TitokCon
     Ok(config)
 }
 
-/// On resume, gives `trainee` the parameter ids of the last checkpoint before the optimizer's
-/// groups are built from them: loading a record restores the saved ids, so groups built from a
-/// fresh model's ids would match nothing after burn-train loads the checkpoint.
-fn with_checkpoint_ids(trainee: Stage2Trainee, run: &RunDir, config: &TrainConfig) -> Result<Stage2Trainee, TrainError> {
-    let Some(state) = run.latest()? else { return Ok(trainee) };
-    let saved = TrainConfig::load(Some(&run.root.join("config.json")), &[])?;
-    if !saved.same_run_as(config) {
-        return Ok(trainee); // `launch` reports the mismatch
-    }
-    let path = run.checkpoints().join(format!("model-{}.bpk", state.step));
-    let resume_error = |e: String| TrainError::Resume(format!("{}: {e}", path.display()));
-    let record = ModuleRecord::load(&path).map_err(|e| resume_error(e.to_string()))?;
-    trainee.try_load_record(record).map_err(|e| resume_error(e.to_string()))
-}
-
 /// Runs stage 2 as configured in the run folder, resuming when it holds a checkpoint:
 /// `model.init` (a stage-1 or stage-2 TiTok HF folder) with `pixel_decoder` (a MaskGIT-VQGAN)
 /// as in [`load_stage2_model`]; the loss from `loss.*` (`l2_weight`, `perceptual_weight`,
@@ -321,7 +305,6 @@ pub fn train_stage2(config: TrainConfig, run_dir: &Path, devices: &[Device]) -> 
         );
     }
     let trainee = Stage2Trainee::new(model, loss, config.run.ema_decay, config.optim.grad_clip)?;
-    let trainee = with_checkpoint_ids(trainee, &run, &config)?;
     let o = &config.optim;
     let settings = AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() };
     let optim = stage2_optimizer(&trainee, settings);

@@ -267,7 +267,7 @@ pub fn train_tokenizer(config: TrainConfig, stage1: bool, run_dir: &Path, device
         .with_unused_code_weight(config.loss.unused_code_weight);
     let o = &config.optim;
     let settings = AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() };
-    let optim = with_discriminator_groups(adamw_with_groups(&trainee, settings), &trainee.loss, settings);
+    let optim = with_discriminator_groups(adamw_with_groups(&trainee, settings), &trainee, &trainee.loss, settings);
     let schedule = WarmupCosine::new(o.lr, o.end_lr, o.warmup_steps, config.run.total_steps as usize);
 
     let preview = spread(&valid, 8);

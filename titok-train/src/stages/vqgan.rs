@@ -149,7 +149,7 @@ pub fn train_vqgan(config: TrainConfig, run_dir: &Path, devices: &[Device]) -> R
     };
     let o = &config.optim;
     let settings = AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() };
-    let optim = with_discriminator_groups(adamw_with_groups(&trainee, settings), &trainee.loss, settings);
+    let optim = with_discriminator_groups(adamw_with_groups(&trainee, settings), &trainee, &trainee.loss, settings);
     let schedule = WarmupCosine::new(o.lr, o.end_lr, o.warmup_steps, config.run.total_steps as usize);
 
     let preview = ImageBatcher::new(Transform::eval(config.data.image_size as u32)).batch(spread(&valid, 8), device);

@@ -99,7 +99,8 @@ mod tests {
 
     #[test]
     fn ema_copy_is_independent_of_the_model() {
-        let device = Device::flex();
+        // `require_grad` only means something on an autodiff device (plain tensors report false).
+        let device = Device::flex().autodiff();
         let a: Linear = LinearConfig::new(3, 2).init(&device); // lazily initialised parameters
         let ema = ema_copy(&a);
         assert_ne!(ema.weight.id, a.weight.id, "fresh parameter ids");
