@@ -172,19 +172,21 @@ impl From<MaskScheduleArg> for MaskSchedule {
 /// Sampler settings; each defaults to the generator's own (its `config.json`).
 #[derive(Args, Debug, Clone, Default)]
 pub struct SamplerArgs {
-    /// Parallel decoding steps.
+    /// Parallel decoding steps (default: the generator's).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub steps: Option<u32>,
-    /// Classifier-free guidance scale (0 = no guidance with constant/linear schedules).
-    #[arg(long, value_name = "G")]
+    /// Classifier-free guidance scale (0 = no guidance with constant/linear schedules; default:
+    /// the generator's).
+    #[arg(long, value_name = "G", allow_negative_numbers = true)]
     pub guidance: Option<f64>,
-    /// Guidance schedule.
+    /// Guidance schedule (default: the generator's).
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
-    /// Gumbel temperature of the token choice, annealed to 0 (0 = greedy).
-    #[arg(long, value_name = "T")]
+    /// Gumbel temperature of the token choice, annealed to 0 (0 = greedy; default: the
+    /// generator's).
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
     pub temperature: Option<f64>,
-    /// Mask schedule.
+    /// Mask schedule (default: the generator's).
     #[arg(long, value_enum)]
     pub mask_schedule: Option<MaskScheduleArg>,
     /// Seed of the sampler (the same seed, settings and --batch-size give the same images).
@@ -313,7 +315,7 @@ pub struct InfoArgs {
     /// A tokenizer or generator folder (default: the --model and --generator in use, or the
     /// embedded ones).
     #[arg(value_name = "DIR")]
-    pub model: Option<PathBuf>,
+    pub folder: Option<PathBuf>,
 }
 
 /// Storage precision of exported weights.

@@ -361,6 +361,9 @@ fn generate_with_a_fixed_seed_is_reproducible() {
     let err =
         fails(&titok(&t.0, &["generate", "--class", "cat", "--inpaint", s(&chelsea), "--mask", "0-99", "-o", "x.png"]));
     assert!(err.contains("reaches position 99"), "{err}");
+    let err = fails(&titok(&t.0, &["generate", "--class", "cat", "-o", "grid.jpg"]));
+    assert!(err.contains("must name a .png file"), "{err}");
+    assert!(!t.path("grid.jpg").exists());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -547,6 +550,9 @@ fn info_prints_config_and_parameter_counts() {
         stdout.contains("tokenizer: embedded titok-cifar10") && stdout.contains("generator: embedded maskgit-cifar10"),
         "{stdout}"
     );
+    // The global --model also works after the subcommand.
+    let stdout = ok(&titok(&t.0, &["info", "--model", s(&golden("titok_legacy_tiny_stage2"))]));
+    assert!(stdout.contains("tokenizer: ") && !stdout.contains("tokenizer: embedded"), "{stdout}");
 }
 
 /// Folder -> `.bpk` -> folder keeps the weights exactly (same token ids); f16 halves the size;

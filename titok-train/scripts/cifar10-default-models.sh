@@ -4,7 +4,7 @@
 #
 #   titok-train/scripts/cifar10-default-models.sh [RUNS_DIR]      (default ../runs)
 #
-# Steps: 1. the tokenizer (single stage, 6000 steps), 2. the token cache and the MaskGIT
+# Steps: 1. the tokenizer (single stage, 2000 steps), 2. the token cache and the MaskGIT
 # generator, 3. copy the EMA exports into assets/ (f16), 4. metrics on the CIFAR-10 test split
 # (PSNR, SSIM, LPIPS, rFID and codebook usage on 10,000 images; gFID of 10,000 samples).
 set -euo pipefail

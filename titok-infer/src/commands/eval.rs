@@ -63,7 +63,7 @@ fn recon(g: &GlobalArgs, a: &EvalReconArgs) -> Result<Outcome> {
         notes.push(format!("LPIPS: {}", lpips.missing));
     }
     eprintln!(
-        "evaluating {} on {} images of {} (shorter side resized to {size}, centre crop {size}x{size})",
+        "evaluating {} on {} files of {} (shorter side resized to {size}, centre crop {size}x{size})",
         tok.source,
         images.len(),
         images.source
@@ -155,8 +155,12 @@ fn gen_(g: &GlobalArgs, a: &EvalGenArgs) -> Result<Outcome> {
 /// Prints the table, the notes and skipped files, writes the JSON report.
 fn finish(result: &DatasetEval, json: Option<&Path>, timer: &Timer, verb: &str) -> Result<Outcome> {
     let mut outcome = Outcome::default();
-    for (file, reason) in &result.skipped {
-        outcome.fail(format!("{file}: {reason}"));
+    // Reasons from the image reader already start with the file's path.
+    let line = |(file, reason): &(String, String)| {
+        if reason.starts_with(file.as_str()) { reason.clone() } else { format!("{file}: {reason}") }
+    };
+    for skipped in &result.skipped {
+        outcome.fail(line(skipped));
     }
     print!("{}", result.report.table());
     for n in &result.notes {
@@ -165,7 +169,7 @@ fn finish(result: &DatasetEval, json: Option<&Path>, timer: &Timer, verb: &str) 
     if let Some(path) = json {
         let mut v = result.report.to_json();
         v["notes"] = serde_json::json!(result.notes);
-        v["skipped"] = serde_json::json!(result.skipped.iter().map(|(f, r)| format!("{f}: {r}")).collect::<Vec<_>>());
+        v["skipped"] = serde_json::json!(result.skipped.iter().map(line).collect::<Vec<_>>());
         v["seconds"] = serde_json::json!(result.seconds);
         write_bytes(&OutputGuard::default(), path, serde_json::to_string_pretty(&v)?.as_bytes())?;
         eprintln!("wrote the report to {}", path.display());

@@ -26,7 +26,7 @@ use crate::models::{self, LoadedGenerator, ModelKind};
 pub fn run(g: &GlobalArgs, a: &InfoArgs) -> Result<Outcome> {
     // Only shapes are needed: the CPU, whatever --device says.
     let device = Device::flex();
-    match &a.model {
+    match &a.folder {
         Some(dir) => match models::kind_of(dir)? {
             ModelKind::Tokenizer => tokenizer_info(Some(dir), &device)?,
             ModelKind::Generator => generator_info(Some(dir), &device)?,

@@ -195,11 +195,29 @@ pub fn write_atomically(
     }
     let file_name = path.file_name().ok_or_else(|| err("not a file path".into()))?;
     let tmp = path.with_file_name(format!(".{}.tmp{}", file_name.to_string_lossy(), std::process::id()));
-    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()));
+    let result = write(&tmp)
+        .and_then(|()| readable_by_all(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(err)
+}
+
+/// Gives a freshly written output the usual `rw-r--r--` mode: some writers create their file
+/// `rw-------` (private temporary files), which would be odd for weights and images.
+fn readable_by_all(path: &Path) -> std::result::Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| e.to_string())?.permissions().mode();
+        if mode & 0o077 == 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o044)).map_err(|e| e.to_string())?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Writes bytes atomically.
