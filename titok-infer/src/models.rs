@@ -68,6 +68,9 @@ pub struct Tokenizer {
 pub fn tokenizer(dir: Option<&Path>, device: &Device) -> Result<Tokenizer> {
     match dir {
         Some(dir) => {
+            if matches!(kind_of(dir), Ok(ModelKind::Generator)) {
+                bail!("{}: this is a MaskGIT generator folder; pass it with --generator, not --model", dir.display());
+            }
             let model = load_titok(dir, device).with_context(|| format!("loading the tokenizer {}", dir.display()))?;
             Ok(Tokenizer { model, source: dir.display().to_string() })
         }
@@ -98,6 +101,9 @@ pub struct LoadedGenerator {
 pub fn generator(dir: Option<&Path>, device: &Device) -> Result<LoadedGenerator> {
     let (model, labels, source) = match dir {
         Some(dir) => {
+            if matches!(kind_of(dir), Ok(ModelKind::Tokenizer)) {
+                bail!("{}: this is a TiTok tokenizer folder; pass it with --model, not --generator", dir.display());
+            }
             let model =
                 load_generator(dir, device).with_context(|| format!("loading the generator {}", dir.display()))?;
             let labels = std::fs::read_to_string(dir.join(CLASSES_FILE)).ok();

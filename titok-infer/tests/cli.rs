@@ -294,6 +294,9 @@ fn token_files_round_trip_as_json_lines_and_npy() {
     }
     let err = fails(&titok(&t.0, &["tokenize", "in", "--format", "npy"]));
     assert!(err.contains("needs an output file"), "{err}");
+    std::fs::create_dir_all(t.path("a_folder")).unwrap();
+    let err = fails(&titok(&t.0, &["tokenize", "in", "-o", "a_folder"]));
+    assert!(err.contains("a folder; tokenize writes one file"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -550,6 +553,9 @@ fn info_prints_config_and_parameter_counts() {
         stdout.contains("tokenizer: embedded titok-cifar10") && stdout.contains("generator: embedded maskgit-cifar10"),
         "{stdout}"
     );
+    // A generator given as the tokenizer is named as such.
+    let err = fails(&titok(&t.0, &["--model", s(&dir), "tokenize", s(&photo("chelsea.png")), "-o", "t.json"]));
+    assert!(err.contains("pass it with --generator"), "{err}");
     // The global --model also works after the subcommand.
     let stdout = ok(&titok(&t.0, &["info", "--model", s(&golden("titok_legacy_tiny_stage2"))]));
     assert!(stdout.contains("tokenizer: ") && !stdout.contains("tokenizer: embedded"), "{stdout}");

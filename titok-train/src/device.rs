@@ -70,9 +70,9 @@ fn answers(device: &Device) -> bool {
 /// The device for a request and a human-readable description of it.
 ///
 /// # Errors
-/// [`TrainError::Config`] when the backend is not compiled in or the device does not answer.
+/// [`TrainError::Device`] when the backend is not compiled in or the device does not answer.
 pub fn select_device(request: DeviceRequest) -> Result<(Device, String), TrainError> {
-    let unavailable = |what: &str| TrainError::Config(format!("{what} is not available in this build or on this machine"));
+    let unavailable = |what: &str| TrainError::Device(format!("{what} is not available in this build or on this machine"));
     match request {
         DeviceRequest::Cpu => Ok((Device::flex(), "cpu (flex)".into())),
         DeviceRequest::Cuda(_i) => {

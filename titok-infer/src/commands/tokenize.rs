@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 use titok_model::Titok;
 
 use super::{Outcome, Timer};
-use crate::cli::{GlobalArgs, TokenizeArgs};
+use crate::cli::{GlobalArgs, TokenFormat, TokenizeArgs};
 use crate::inputs::{self, Batch};
 use crate::models;
 use crate::outputs::OutputGuard;
@@ -25,8 +25,12 @@ pub fn run(g: &GlobalArgs, a: &TokenizeArgs) -> Result<Outcome> {
     let inputs = inputs::collect(&a.inputs);
     let guard = OutputGuard::new(inputs.canonical());
     let format = tokens::format_for(a.output.as_deref(), a.format);
-    if let Some(out) = &a.output {
-        guard.check(out)?;
+    // Output problems are reported before any image is processed.
+    match &a.output {
+        Some(out) if out.is_dir() => bail!("-o {}: a folder; tokenize writes one file (tokens.json or tokens.npy)", out.display()),
+        Some(out) => guard.check(out)?,
+        None if format == TokenFormat::Npy => bail!("--format npy needs an output file (-o tokens.npy)"),
+        None => {}
     }
     let mut outcome = Outcome::default();
     for e in &inputs.errors {
