@@ -56,6 +56,12 @@ fn hf_folder_round_trip_is_exact_and_keeps_official_keys() {
         let a = read_safetensors_header(&src.join("model.safetensors")).unwrap();
         let b = read_safetensors_header(&out.join("model.safetensors")).unwrap();
         assert_eq!(a, b, "{name}: exported header differs from the official one");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(out.join("model.safetensors")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o044, 0o044, "{name}: exported weights are not readable by others: {mode:o}");
+        }
         // Load -> save -> load is exact.
         let back = load_titok(&out, &device).unwrap();
         assert_eq!(back.config, model.config);
