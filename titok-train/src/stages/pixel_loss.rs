@@ -39,7 +39,7 @@ use crate::losses::perceptual::resize_bilinear_antialias;
 use crate::losses::{DiscriminatorLoss, GanLossConfig, LecamEma, LossError, PerceptualKind, PerceptualLoss};
 use crate::train::TrainError;
 use crate::train::metrics::StepTerms;
-use crate::train::optim::{AdamWSettings, clip_grad_norm, no_decay_params};
+use crate::train::optim::{AdamWSettings, ParamPath, clip_grad_norm, no_decay_params, param_paths};
 use crate::train::schedule::WarmupCosine;
 
 /// Weights and settings of a [`PixelLoss`] (from [`crate::config::LossConfig`]).
@@ -480,48 +480,13 @@ pub fn with_discriminator_groups<M: Module>(optim: ModuleOptimizer, trainee: &M,
 /// before `Module::train`, no parameter reports that it requires gradients.)
 pub fn discriminator_paths<M: Module>(trainee: &M, loss: &PixelLoss) -> Option<(Vec<String>, Vec<String>)> {
     let d = &loss.adversarial.as_ref()?.discriminator;
+    // The name rules apply to the discriminator's own paths, as the official optimizer sees them.
     let no_decay = no_decay_params(d);
-    let mut paths = ParamPaths { path: Vec::new(), of: ParamPaths::ids(d), found: Vec::new() };
-    trainee.visit(&mut paths);
-    let (undecayed, decayed): (Vec<_>, Vec<_>) = paths.found.into_iter().partition(|(id, _)| no_decay.contains(id));
-    let paths_of = |v: Vec<(ParamId, String)>| v.into_iter().map(|(_, p)| p).collect::<Vec<_>>();
+    let ids: Vec<ParamId> = param_paths(d).into_iter().map(|p| p.id).collect();
+    let (undecayed, decayed): (Vec<_>, Vec<_>) =
+        param_paths(trainee).into_iter().filter(|p| ids.contains(&p.id)).partition(|p| no_decay.contains(&p.id));
+    let paths_of = |v: Vec<ParamPath>| v.into_iter().map(|p| p.path).collect::<Vec<_>>();
     Some((paths_of(decayed), paths_of(undecayed)))
-}
-
-/// Module paths (as the optimizer sees them) of the parameters with the given ids.
-struct ParamPaths {
-    path: Vec<String>,
-    of: Vec<ParamId>,
-    found: Vec<(ParamId, String)>,
-}
-
-impl ParamPaths {
-    /// Ids of every float parameter of a module.
-    fn ids<M: Module>(module: &M) -> Vec<ParamId> {
-        struct Ids(Vec<ParamId>);
-        impl ModuleVisitor for Ids {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                self.0.push(param.id);
-            }
-        }
-        let mut v = Ids(Vec::new());
-        module.visit(&mut v);
-        v.0
-    }
-}
-
-impl ModuleVisitor for ParamPaths {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if self.of.contains(&param.id) {
-            self.found.push((param.id, self.path.join(".")));
-        }
-    }
 }
 
 /// One optimisation step of both sides: the generator's gradients with the schedule's learning
@@ -648,8 +613,8 @@ mod tests {
         let t = Trainee { loss: PixelLoss::from_train(&c, &device).unwrap() };
         let (decayed, undecayed) = discriminator_paths(&t, &t.loss).unwrap();
         let d = &t.loss.adversarial.as_ref().unwrap().discriminator;
-        assert_eq!(decayed.len() + undecayed.len(), ParamPaths::ids(d).len());
-        assert_eq!(ParamPaths::ids(d).len(), 2 + 3 * 5 + 2 + 2, "stem, 3 stages (conv, blur, norm), head");
+        assert_eq!(decayed.len() + undecayed.len(), param_paths(d).len());
+        assert_eq!(param_paths(d).len(), 2 + 3 * 5 + 2 + 2, "stem, 3 stages (conv, blur, norm), head");
         assert!(decayed.contains(&"loss.adversarial.discriminator.block_in.weight".to_string()), "{decayed:?}");
         assert!(decayed.contains(&"loss.adversarial.discriminator.blocks.2.conv.weight".to_string()));
         assert!(undecayed.contains(&"loss.adversarial.discriminator.block_in.bias".to_string()), "{undecayed:?}");

@@ -32,44 +32,56 @@ impl Default for AdamWSettings {
 pub const NO_DECAY_FRAGMENTS: &[&str] =
     &["ln", "bias", "latent_tokens", "mask_token", "embedding", "norm", "gamma", "beta", "embed"];
 
-/// Collects the parameters that get no weight decay (ids and module paths).
-#[derive(Default)]
-struct NoDecay {
-    path: Vec<String>,
-    ids: Vec<ParamId>,
-    paths: Vec<String>,
+/// A float parameter of a module: its id, its module path as the optimizer sees it (e.g.
+/// `model.encoder.ln_pre.gamma`) and its number of dimensions.
+#[derive(Debug, Clone)]
+pub struct ParamPath {
+    /// The parameter's id.
+    pub id: ParamId,
+    /// Dot-separated module path.
+    pub path: String,
+    /// Number of dimensions.
+    pub rank: usize,
 }
 
-impl ModuleVisitor for NoDecay {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+/// Every float parameter of `module`, in visiting order, with its path.
+pub fn param_paths<M: Module>(module: &M) -> Vec<ParamPath> {
+    #[derive(Default)]
+    struct Paths {
+        path: Vec<String>,
+        found: Vec<ParamPath>,
     }
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let path = self.path.join(".");
-        let by_name = NO_DECAY_FRAGMENTS.iter().any(|f| path.contains(f));
-        if D < 2 || by_name {
-            self.ids.push(param.id);
-            self.paths.push(path);
+    impl ModuleVisitor for Paths {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.found.push(ParamPath { id: param.id, path: self.path.join("."), rank: D });
         }
     }
+    let mut v = Paths::default();
+    module.visit(&mut v);
+    v.found
+}
+
+/// Whether the official recipe excludes a parameter from weight decay: fewer than 2
+/// dimensions, or a name fragment of [`NO_DECAY_FRAGMENTS`] in its path.
+fn is_undecayed(p: &ParamPath) -> bool {
+    p.rank < 2 || NO_DECAY_FRAGMENTS.iter().any(|f| p.path.contains(f))
 }
 
 /// Ids of the parameters of `module` that the official recipe excludes from weight decay.
 pub fn no_decay_params<M: Module>(module: &M) -> Vec<ParamId> {
-    let mut v = NoDecay::default();
-    module.visit(&mut v);
-    v.ids
+    param_paths(module).into_iter().filter(is_undecayed).map(|p| p.id).collect()
 }
 
 /// Module paths (as the optimizer sees them, e.g. `model.encoder.ln_pre.gamma`) of the
 /// parameters the official recipe excludes from weight decay.
 pub fn no_decay_paths<M: Module>(module: &M) -> Vec<String> {
-    let mut v = NoDecay::default();
-    module.visit(&mut v);
-    v.paths
+    param_paths(module).into_iter().filter(is_undecayed).map(|p| p.path).collect()
 }
 
 /// AdamW over `module` with two groups: weight decay for matrices/kernels, none for the
