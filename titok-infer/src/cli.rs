@@ -270,6 +270,15 @@ pub struct EvalReconArgs {
     /// Skip rFID (the Inception network is the slow part on a CPU).
     #[arg(long)]
     pub no_fid: bool,
+    /// FID statistics of these same images (`.npz`, from `--save-real-stats` or `eval gen
+    /// --save-reference-stats` with the same data, split and limit): only the reconstructions
+    /// then go through Inception, half the rFID time.
+    #[arg(long, value_name = "NPZ", conflicts_with = "no_fid")]
+    pub real_stats: Option<PathBuf>,
+    /// Save the FID statistics of the real images (`mu`, `sigma`, `n`) to this `.npz` for
+    /// `--real-stats` or `eval gen --reference`.
+    #[arg(long, value_name = "NPZ", conflicts_with_all = ["no_fid", "real_stats"])]
+    pub save_real_stats: Option<PathBuf>,
     /// Weights and report options.
     #[command(flatten)]
     pub weights: EvalWeightsArgs,

@@ -639,6 +639,37 @@ fn eval_recon_reports_dataset_metrics() {
     assert!(entropy >= 0.0 && entropy <= (used as f64).log2() + 1e-9);
 }
 
+/// `eval recon --save-real-stats` then `--real-stats`: the second run skips the real side's
+/// Inception passes and reports the same rFID; statistics of another image count are refused.
+#[test]
+fn eval_recon_reuses_the_real_statistics() {
+    if !shared_weights("fid_inception_v3_pool3.safetensors").is_file() {
+        panic!("the FID InceptionV3 weights are needed at ../shared/weights");
+    }
+    let t = Scratch::new("evalstats");
+    std::fs::create_dir_all(t.path("data")).unwrap();
+    for name in ["chelsea.png", "coffee.png", "rocket.png"] {
+        std::fs::copy(photo(name), t.path(&format!("data/{name}"))).unwrap();
+    }
+    let json = |name: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(t.path(name)).unwrap()).unwrap() };
+    ok(&titok(&t.0, &["eval", "recon", "--data", "data", "--save-real-stats", "real.npz", "--json", "a.json"]));
+    let stats = read_npz(&t.path("real.npz")).unwrap();
+    assert_eq!(stats["mu"].shape, [2048]);
+    assert_eq!(stats["n"].to_f64(), [3.0]);
+    ok(&titok(&t.0, &["eval", "recon", "--data", "data", "--real-stats", "real.npz", "--json", "b.json"]));
+    let (a, b) = (json("a.json"), json("b.json"));
+    let (fa, fb) = (a["fid"]["value"].as_f64().unwrap(), b["fid"]["value"].as_f64().unwrap());
+    assert!(fa.is_finite() && fa > 0.0, "{fa}");
+    assert!((fa - fb).abs() < 1e-6 * fa.max(1.0), "rFID computed {fa} vs with saved statistics {fb}");
+    assert_eq!(b["fid"]["reference_images"], 3);
+    assert_eq!(a["psnr_db"], b["psnr_db"]);
+
+    let err = fails(&titok(&t.0, &["eval", "recon", "--data", "data", "--limit", "2", "--real-stats", "real.npz"]));
+    assert!(err.contains("of 3 images but 2 were read"), "{err}");
+    let err = fails(&titok(&t.0, &["eval", "recon", "--data", "data", "--no-fid", "--real-stats", "real.npz"]));
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
 /// `eval gen`: generated samples are scored against a reference folder (statistics saved as
 /// `.npz`) and written as an ADM batch; scoring the reference images themselves against the
 /// saved statistics gives a gFID of 0.

@@ -39,5 +39,6 @@ mkdir -p "$RUNS/metrics"
     --reference "$DATA" --reference-split test --num-per-class 1000 --seed 0 \
     --save-reference-stats "$RUNS/metrics/cifar10-test-stats.npz" --json "$RUNS/metrics/gen.json"
 [ -f "$RUNS/metrics/recon.json" ] || $T/titok --device cpu --batch-size 50 eval recon \
-    --data "$DATA" --split test --json "$RUNS/metrics/recon.json"
+    --data "$DATA" --split test --real-stats "$RUNS/metrics/cifar10-test-stats.npz" \
+    --json "$RUNS/metrics/recon.json"
 echo "metrics in $RUNS/metrics/"

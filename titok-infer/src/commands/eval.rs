@@ -9,7 +9,7 @@ use titok_model::generator::TokenPredictor;
 use titok_train::eval::inception::WEIGHTS_FILE as INCEPTION_FILE;
 use titok_train::eval::{
     DatasetEval, EvalImages, EvalOptions, GenerationPlan, InceptionV3, ReconMetrics, Reference, evaluate_generation,
-    evaluate_reconstruction, evaluate_samples,
+    evaluate_reconstruction, evaluate_samples, load_inception_stats,
 };
 
 use super::generate::{describe_sampler, sampler_config};
@@ -52,6 +52,13 @@ fn recon(g: &GlobalArgs, a: &EvalReconArgs) -> Result<Outcome> {
     let images = EvalImages::open(&a.data, a.split.as_deref(), a.limit)?;
     let lpips = LpipsMetric::find(a.lpips_weights.as_deref(), size, &device)?;
     let inception = if a.no_fid { None } else { inception(&a.weights, &device)? };
+    let real_stats = a.real_stats.as_deref().map(load_inception_stats).transpose()?;
+    if let Some(path) = &a.save_real_stats {
+        let mut guard = OutputGuard::default();
+        guard.protect(&a.data);
+        guard.check(path)?;
+        refuse_special(path)?;
+    }
     let mut notes = Vec::new();
     if !a.no_fid && inception.is_none() {
         notes.push(format!(
@@ -69,8 +76,13 @@ fn recon(g: &GlobalArgs, a: &EvalReconArgs) -> Result<Outcome> {
         images.source
     );
     let timer = Timer::start();
-    let metrics = ReconMetrics { inception: inception.as_ref(), lpips: lpips.model.as_ref() };
+    let metrics =
+        ReconMetrics { inception: inception.as_ref(), lpips: lpips.model.as_ref(), real_stats: real_stats.as_ref() };
     let mut result = evaluate_reconstruction(&tok.model, &images, &metrics, &options(g), &device)?;
+    if let (Some(path), Some(stats)) = (&a.save_real_stats, &result.real_stats) {
+        stats.save_npz(path)?;
+        eprintln!("saved the statistics of the real images to {}", path.display());
+    }
     result.report.name = Some(format!("{} on {}", tok.source, images.source));
     result.notes.extend(notes);
     finish(&result, a.weights.json.as_deref(), &timer, "reconstructed")

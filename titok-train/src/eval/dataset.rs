@@ -148,6 +148,9 @@ pub struct DatasetEval {
     pub notes: Vec<String>,
     /// Wall time of the loop in seconds.
     pub seconds: f64,
+    /// FID statistics of the real images when this run computed them (reconstruction with
+    /// Inception and no [`ReconMetrics::real_stats`]), to save for the next run.
+    pub real_stats: Option<FidStats>,
 }
 
 impl DatasetEval {
@@ -165,6 +168,11 @@ pub struct ReconMetrics<'a> {
     pub inception: Option<&'a InceptionV3>,
     /// The LPIPS network.
     pub lpips: Option<&'a Lpips>,
+    /// FID statistics of the same input images computed before (e.g. saved by `titok eval gen
+    /// --save-reference-stats` or `titok eval recon --save-real-stats` on the same images at the
+    /// same resolution): only the reconstructions then go through Inception, half the cost.
+    /// Their image count `n`, when stored, must equal the number of images read.
+    pub real_stats: Option<&'a FidStats>,
 }
 
 fn host_values(t: Tensor<1>) -> Result<Vec<f64>> {
@@ -259,9 +267,11 @@ pub fn evaluate_reconstruction(
             let d = l.distance(x.clone(), y.clone()).map_err(|e| EvalError::Input(format!("LPIPS: {e}")))?;
             m_lpips.extend(host_values(d)?);
         }
-        // Stage 3: Inception features of both sides.
+        // Stage 3: Inception features of both sides (the real side only without saved stats).
         if let Some(inception) = metrics.inception {
-            real.push(inception.features(x)?)?;
+            if metrics.real_stats.is_none() {
+                real.push(inception.features(x)?)?;
+            }
             recon.push(inception.features(y)?)?;
         }
     }
@@ -272,17 +282,33 @@ pub fn evaluate_reconstruction(
         return Err(no_images(&images.source, &skipped));
     }
     let mut notes = Vec::new();
+    let mut real_stats = None;
     let fid = match metrics.inception {
-        Some(_) if real.count() < 2 => {
-            notes.push(format!("rFID needs at least 2 images, got {}", real.count()));
+        Some(_) if recon.count() < 2 => {
+            notes.push(format!("rFID needs at least 2 images, got {}", recon.count()));
             None
         }
-        Some(_) => Some(FidScore {
-            kind: FidKind::Reconstruction,
-            value: real.stats()?.fid(&recon.stats()?)?,
-            images: n,
-            reference_images: Some(n),
-        }),
+        Some(_) => {
+            let reference = match metrics.real_stats {
+                Some(saved) => {
+                    if saved.n.is_some_and(|m| m != n) {
+                        return Err(EvalError::Input(format!(
+                            "the saved statistics of the real images are of {} images but {n} were read: \
+                             they must come from the same images (same data, split and limit)",
+                            saved.n.unwrap_or_default()
+                        )));
+                    }
+                    saved.clone()
+                }
+                None => real_stats.insert(real.stats()?).clone(),
+            };
+            Some(FidScore {
+                kind: FidKind::Reconstruction,
+                value: reference.fid(&recon.stats()?)?,
+                images: n,
+                reference_images: Some(reference.n.unwrap_or(n)),
+            })
+        }
         None => None,
     };
     let report = MetricsReport {
@@ -294,7 +320,7 @@ pub fn evaluate_reconstruction(
         lpips: m_lpips.mean(),
         codebook: counts.as_deref().map(codebook_report),
     };
-    Ok(DatasetEval { report, skipped, notes, seconds: started.elapsed().as_secs_f64() })
+    Ok(DatasetEval { report, skipped, notes, seconds: started.elapsed().as_secs_f64(), real_stats })
 }
 
 fn no_images(source: &str, skipped: &[(String, String)]) -> EvalError {
@@ -337,6 +363,23 @@ pub fn image_stats(
     Ok((acc.stats()?, skipped))
 }
 
+/// FID statistics from an `.npz` (see [`FidStats::load_npz`]) checked to be of the FID
+/// network's 2048-d pool3 features.
+///
+/// # Errors
+/// As [`FidStats::load_npz`]; [`EvalError::Input`] for features of another width.
+pub fn load_inception_stats(path: &Path) -> Result<FidStats> {
+    let stats = FidStats::load_npz(path)?;
+    if stats.dim() != FEATURE_DIM {
+        return Err(EvalError::Input(format!(
+            "{}: statistics of {}-d features, the FID network gives {FEATURE_DIM}",
+            path.display(),
+            stats.dim()
+        )));
+    }
+    Ok(stats)
+}
+
 /// The reference side of gFID.
 #[derive(Debug, Clone)]
 pub struct Reference {
@@ -365,14 +408,7 @@ impl Reference {
     ) -> Result<Self> {
         let is_npz = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npz"));
         if is_npz {
-            let stats = FidStats::load_npz(path)?;
-            if stats.dim() != FEATURE_DIM {
-                return Err(EvalError::Input(format!(
-                    "{}: statistics of {}-d features, the FID network gives {FEATURE_DIM}",
-                    path.display(),
-                    stats.dim()
-                )));
-            }
+            let stats = load_inception_stats(path)?;
             return Ok(Self { stats, source: path.display().to_string(), skipped: Vec::new() });
         }
         let images = EvalImages::open(path, split, limit)?;
@@ -482,7 +518,7 @@ pub fn evaluate_generation(
         codebook: Some(codebook_report(&counts)),
         ..MetricsReport::default()
     };
-    Ok(DatasetEval { report, skipped: Vec::new(), notes, seconds: started.elapsed().as_secs_f64() })
+    Ok(DatasetEval { report, skipped: Vec::new(), notes, seconds: started.elapsed().as_secs_f64(), real_stats: None })
 }
 
 /// gFID of existing samples (an image folder or tar, at resolution `size`) against `reference`.
@@ -507,7 +543,13 @@ pub fn evaluate_samples(
         images: n,
         ..MetricsReport::default()
     };
-    Ok(DatasetEval { report, skipped, notes: Vec::new(), seconds: started.elapsed().as_secs_f64() })
+    Ok(DatasetEval {
+        report,
+        skipped,
+        notes: Vec::new(),
+        seconds: started.elapsed().as_secs_f64(),
+        real_stats: None,
+    })
 }
 
 #[cfg(test)]

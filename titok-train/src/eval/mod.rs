@@ -27,7 +27,7 @@ pub mod resize;
 
 pub use dataset::{
     DatasetEval, EvalImages, EvalOptions, GenerationPlan, ReconMetrics, Reference, as_saved_samples, evaluate_generation,
-    evaluate_reconstruction, evaluate_samples, image_stats,
+    evaluate_reconstruction, evaluate_samples, image_stats, load_inception_stats,
 };
 pub use error::{EvalError, Result};
 pub use frechet::{FeatureAccumulator, FidStats, frechet_distance};
