@@ -235,6 +235,11 @@ pub fn evaluate_reconstruction(
             "a two-stage stage-1 tokenizer decodes to proxy codes, not pixels: evaluate a stage-2 model".into(),
         ));
     }
+    // Saved real-side statistics of more images than there are cannot be of these images
+    // (fewer can: unreadable files are left out of both runs); the exact count is checked after.
+    if let Some(m) = metrics.real_stats.and_then(|s| s.n).filter(|&m| m > images.len()) {
+        return Err(real_stats_mismatch(m, images.len()));
+    }
     let started = Instant::now();
     let batcher = ImageBatcher::new(Transform::eval(config.image_size as u32));
     let (mut real, mut recon) = (FeatureAccumulator::new(FEATURE_DIM), FeatureAccumulator::new(FEATURE_DIM));
@@ -291,12 +296,8 @@ pub fn evaluate_reconstruction(
         Some(_) => {
             let reference = match metrics.real_stats {
                 Some(saved) => {
-                    if saved.n.is_some_and(|m| m != n) {
-                        return Err(EvalError::Input(format!(
-                            "the saved statistics of the real images are of {} images but {n} were read: \
-                             they must come from the same images (same data, split and limit)",
-                            saved.n.unwrap_or_default()
-                        )));
+                    if let Some(m) = saved.n.filter(|&m| m != n) {
+                        return Err(real_stats_mismatch(m, n));
                     }
                     saved.clone()
                 }
@@ -321,6 +322,13 @@ pub fn evaluate_reconstruction(
         codebook: counts.as_deref().map(codebook_report),
     };
     Ok(DatasetEval { report, skipped, notes, seconds: started.elapsed().as_secs_f64(), real_stats })
+}
+
+fn real_stats_mismatch(saved: usize, read: usize) -> EvalError {
+    EvalError::Input(format!(
+        "the saved statistics of the real images are of {saved} images but {read} were read: \
+         they must come from the same images (same data, split and limit)"
+    ))
 }
 
 fn no_images(source: &str, skipped: &[(String, String)]) -> EvalError {
