@@ -61,6 +61,14 @@ impl Scratch {
     fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
+
+    /// A sub-folder holding three of the committed photos.
+    fn photo_folder(&self, folder: &str) {
+        std::fs::create_dir_all(self.path(folder)).unwrap();
+        for name in ["chelsea.png", "coffee.png", "rocket.png"] {
+            std::fs::copy(photo(name), self.path(&format!("{folder}/{name}"))).unwrap();
+        }
+    }
 }
 
 impl Drop for Scratch {
@@ -605,10 +613,7 @@ fn export_round_trips_between_folders_and_bpk() {
 #[test]
 fn eval_recon_reports_dataset_metrics() {
     let t = Scratch::new("evalrecon");
-    std::fs::create_dir_all(t.path("data")).unwrap();
-    for name in ["chelsea.png", "coffee.png", "rocket.png"] {
-        std::fs::copy(photo(name), t.path(&format!("data/{name}"))).unwrap();
-    }
+    t.photo_folder("data");
     std::fs::write(t.path("data/broken.jpg"), b"\xff\xd8\xff").unwrap();
     let out = titok(&t.0, &["eval", "recon", "--data", "data", "--no-fid", "--json", "report.json"]);
     let stdout = ok(&out);
@@ -647,10 +652,7 @@ fn eval_recon_reuses_the_real_statistics() {
         panic!("the FID InceptionV3 weights are needed at ../shared/weights");
     }
     let t = Scratch::new("evalstats");
-    std::fs::create_dir_all(t.path("data")).unwrap();
-    for name in ["chelsea.png", "coffee.png", "rocket.png"] {
-        std::fs::copy(photo(name), t.path(&format!("data/{name}"))).unwrap();
-    }
+    t.photo_folder("data");
     let json = |name: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(t.path(name)).unwrap()).unwrap() };
     ok(&titok(&t.0, &["eval", "recon", "--data", "data", "--save-real-stats", "real.npz", "--json", "a.json"]));
     let stats = read_npz(&t.path("real.npz")).unwrap();
@@ -679,10 +681,7 @@ fn eval_gen_scores_samples_and_writes_an_adm_batch() {
         panic!("the FID InceptionV3 weights are needed at ../shared/weights");
     }
     let t = Scratch::new("evalgen");
-    std::fs::create_dir_all(t.path("ref")).unwrap();
-    for name in ["chelsea.png", "coffee.png", "rocket.png"] {
-        std::fs::copy(photo(name), t.path(&format!("ref/{name}"))).unwrap();
-    }
+    t.photo_folder("ref");
     let c = default_config();
     let args = ["eval", "gen", "--reference", "ref", "--num-per-class", "1", "--seed", "3"];
     let extra = ["--adm-npz", "samples.npz", "--save-reference-stats", "ref.npz", "--json", "gen.json"];
