@@ -52,6 +52,12 @@ fn recon(g: &GlobalArgs, a: &EvalReconArgs) -> Result<Outcome> {
     let images = EvalImages::open(&a.data, a.split.as_deref(), a.limit)?;
     let lpips = LpipsMetric::find(a.lpips_weights.as_deref(), size, &device)?;
     let inception = if a.no_fid { None } else { inception(&a.weights, &device)? };
+    if inception.is_none() && (a.real_stats.is_some() || a.save_real_stats.is_some()) {
+        bail!(
+            "--real-stats and --save-real-stats need the FID InceptionV3 weights ({INCEPTION_FILE}): {}",
+            weights::search_description(weights::INCEPTION_ENV, INCEPTION_FILE)
+        );
+    }
     let real_stats = a.real_stats.as_deref().map(load_inception_stats).transpose()?;
     if let Some(path) = &a.save_real_stats {
         let mut guard = OutputGuard::default();
