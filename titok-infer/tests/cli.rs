@@ -644,13 +644,19 @@ fn eval_recon_reports_dataset_metrics() {
     assert!(entropy >= 0.0 && entropy <= (used as f64).log2() + 1e-9);
 }
 
+/// The FID tests need `../shared/weights/fid_inception_v3_pool3.safetensors` (CI has it).
+fn require_inception_weights() {
+    assert!(
+        shared_weights("fid_inception_v3_pool3.safetensors").is_file(),
+        "the FID InceptionV3 weights are needed at ../shared/weights"
+    );
+}
+
 /// `eval recon --save-real-stats` then `--real-stats`: the second run skips the real side's
 /// Inception passes and reports the same rFID; statistics of another image count are refused.
 #[test]
 fn eval_recon_reuses_the_real_statistics() {
-    if !shared_weights("fid_inception_v3_pool3.safetensors").is_file() {
-        panic!("the FID InceptionV3 weights are needed at ../shared/weights");
-    }
+    require_inception_weights();
     let t = Scratch::new("evalstats");
     t.photo_folder("data");
     let json = |name: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(t.path(name)).unwrap()).unwrap() };
@@ -677,9 +683,7 @@ fn eval_recon_reuses_the_real_statistics() {
 /// saved statistics gives a gFID of 0.
 #[test]
 fn eval_gen_scores_samples_and_writes_an_adm_batch() {
-    if !shared_weights("fid_inception_v3_pool3.safetensors").is_file() {
-        panic!("the FID InceptionV3 weights are needed at ../shared/weights");
-    }
+    require_inception_weights();
     let t = Scratch::new("evalgen");
     t.photo_folder("ref");
     let c = default_config();
