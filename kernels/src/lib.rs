@@ -12,12 +12,29 @@
 //!   `Flex`).
 //! - [`nearest_code_reference`] is the plain tensor-op formulation (`||z||² - 2 z cᵀ + ||c||²`,
 //!   then `argmin`) and is the definition of correct.
+//!
+//! The crate also holds the CPU fast path of the pixel decoder's 3x3 convolutions:
+//! [`conv3x3_same`] (Winograd `F(4x4, 3x3)` on Flex, `winograd.rs`) beside its reference
+//! [`conv3x3_same_reference`] (Burn's `conv2d`), and the fused GroupNorm + SiLU before them,
+//! [`group_norm_silu`] beside [`group_norm_silu_reference`], and a parallel exact-erf [`gelu`]
+//! for the transformers' MLPs.
 
+mod activation;
+mod conv3x3;
 #[cfg(feature = "cube")]
 mod forward;
+mod group_norm;
 #[cfg(feature = "cube")]
 mod kernel;
 mod matmul;
+mod winograd;
+
+pub use activation::{GeluPath, erf_f32, exp_f32, gelu, gelu_f32, silu_f32};
+pub use conv3x3::{
+    Conv3x3Path, WINOGRAD_MIN_CHANNELS, WINOGRAD_MIN_PIXELS, conv3x3_same, conv3x3_same_reference, with_conv3x3_path,
+};
+pub use group_norm::{GroupNormPath, group_norm_silu, group_norm_silu_keep_input, group_norm_silu_reference};
+pub use winograd::{Nchw, WinogradTransform, conv3x3_winograd};
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, DispatchDevice, backend_extension};

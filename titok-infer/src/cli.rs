@@ -42,6 +42,10 @@ pub struct GlobalArgs {
     /// Images per forward pass.
     #[arg(long, global = true, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
+    /// CPU threads for the CPU backend's tensor operations (default: `RAYON_NUM_THREADS`, else
+    /// one per logical core).
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
 }
 
 /// The subcommands.

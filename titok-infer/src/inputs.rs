@@ -1,6 +1,7 @@
 //! Input images: collecting the files named on the command line (folders are searched
 //! recursively), decoding them with limits against decompression bombs
-//! (`titok_train::data::image_io`: grayscale, alpha, 16-bit and CMYK handled) and the eval
+//! (`titok_train::data::image_io`: grayscale, alpha, 16-bit and CMYK handled, EXIF orientation
+//! applied, ICC profiles converted to sRGB, animations cut to their first frame) and the eval
 //! transform (shorter side resized with antialiased bicubic, centre crop to the model
 //! resolution), in batches.
 
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, anyhow};
 use burn::tensor::{Device, Tensor};
 use image::RgbImage;
-use titok_train::data::image_io::{has_image_extension, images_to_tensor, load_rgb};
+use titok_train::data::image_io::{DecodeLimits, decode_image_with, has_image_extension, images_to_tensor};
 use titok_train::data::{DataError, Transform};
 
 /// The files to process and the arguments that could not be used.
@@ -91,44 +92,61 @@ pub struct Prepared {
     pub path: PathBuf,
     /// The image, `size x size` RGB.
     pub image: RgbImage,
-    /// Width and height of the file's image.
+    /// Width and height of the image as shown (after its EXIF orientation).
     pub original: (u32, u32),
+    /// What decoding did to show the file as intended: EXIF orientation, ICC conversion,
+    /// first frame of an animation (see `DecodedImage::notes`).
+    pub notes: Vec<String>,
     /// Size after resizing the shorter side (before the centre crop).
     pub resized: (u32, u32),
 }
 
 impl Prepared {
-    /// What the transform did, e.g. `451x300 -> resized to 48x32, centre crop 32x32`.
+    /// What the transform did, e.g. `451x300 -> resized to 48x32, centre crop 32x32`, followed
+    /// by the decoding notes (`EXIF orientation 6 applied (...)`), separated by `; `.
     pub fn describe(&self) -> String {
         let (w, h) = self.original;
         let s = self.image.width();
-        if (w, h) == (s, s) {
+        let mut text = if (w, h) == (s, s) {
             format!("{w}x{h} (model size)")
         } else if self.resized == (w, h) {
             format!("{w}x{h} -> centre crop {s}x{s}")
         } else {
             let (rw, rh) = self.resized;
             format!("{w}x{h} -> resized to {rw}x{rh}, centre crop {s}x{s}")
+        };
+        for note in &self.notes {
+            text.push_str("; ");
+            text.push_str(note);
         }
+        text
     }
 }
 
-/// Decodes an image file (with the default decoding limits) and applies the eval transform.
+/// Decodes an image file (with the default decoding limits; EXIF orientation applied, ICC
+/// profiles converted to sRGB) and applies the eval transform.
 ///
 /// # Errors
 /// A [`DataError`] naming the file (unreadable, empty, unknown format, truncated, too large,
 /// corrupt, extreme aspect ratio).
 pub fn prepare(path: &Path, size: u32) -> Result<Prepared, DataError> {
-    let image = load_rgb(path)?;
-    let transform = Transform::eval(size);
-    let (w, h) = image.dimensions();
     let name = path.display().to_string();
-    let out = transform.apply(&image, 0, 0).map_err(|e| match e {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let decoded = decode_image_with(&bytes, &name, DecodeLimits::default())?;
+    let transform = Transform::eval(size);
+    let (w, h) = decoded.image.dimensions();
+    let out = transform.apply(&decoded.image, 0, 0).map_err(|e| match e {
         DataError::TooLarge { reason, .. } => DataError::TooLarge { name: name.clone(), reason },
         DataError::Input(reason) => DataError::Decode { name: name.clone(), reason },
         other => other,
     })?;
-    Ok(Prepared { path: path.to_path_buf(), image: out, original: (w, h), resized: transform.resized_dims(w, h) })
+    Ok(Prepared {
+        path: path.to_path_buf(),
+        image: out,
+        original: (w, h),
+        notes: decoded.notes(),
+        resized: transform.resized_dims(w, h),
+    })
 }
 
 /// A batch of prepared images and their tensor `[B, 3, S, S]` in `[0, 1]`.

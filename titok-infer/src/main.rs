@@ -20,10 +20,19 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc keeps freed tensor buffers' pages for reuse (glibc unmaps large blocks, and each
+/// new one costs a page fault per 4 KiB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     titok_train::device::quiet_vulkan_loader();
     quiet_broken_pipe();
     let cli = cli::Cli::parse();
+    if let Err(e) = titok_train::device::set_cpu_threads(cli.global.threads.map(|n| n as usize)) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     match commands::run(cli) {
         Ok(outcome) => outcome.exit_code(),
         Err(e) => {

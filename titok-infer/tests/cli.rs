@@ -16,7 +16,7 @@ use image::RgbImage;
 use serde_json::Value;
 use titok_model::TitokConfig;
 use titok_model::checkpoint::{HfConfig, load_generator, load_titok};
-use titok_model::golden::{IoTensors, golden_root};
+use titok_model::golden::{FixtureKind, IoTensors};
 use titok_train::data::Transform;
 use titok_train::data::image_io::load_rgb;
 use titok_train::eval::npz::{NpyData, decode_npy};
@@ -33,18 +33,10 @@ fn photo(name: &str) -> PathBuf {
     workspace().join("assets/photos").join(name)
 }
 
-fn golden(name: &str) -> PathBuf {
-    golden_root(&workspace().join("../shared/golden")).join(name)
-}
-
 /// A file of the shared weights folder: `$TITOK_SHARED_DIR/weights`, else `../shared/weights`
 /// (where the binary looks too).
 fn shared_weights(file: &str) -> PathBuf {
-    std::env::var_os("TITOK_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared"))
-        .join("weights")
-        .join(file)
+    titok_model::golden::shared_weights(file)
 }
 
 /// A scratch folder for one test, emptied first and removed afterwards.
@@ -486,7 +478,7 @@ fn bad_inputs_are_reported_and_the_batch_continues() {
 #[test]
 fn golden_fixture_token_ids_through_the_cli() {
     let t = Scratch::new("golden");
-    let dir = golden("titok_legacy_tiny_stage2");
+    let dir = FixtureKind::TitokLegacyStage2.first();
     let mut io = IoTensors::load(&dir);
     let input = io.get("input").clone(); // [2, 3, 64, 64] in [0, 1], u8 / 255
     let [b, _, h, w] = input.shape[..] else { panic!("{:?}", input.shape) };
@@ -509,7 +501,7 @@ fn golden_fixture_token_ids_through_the_cli() {
     args.extend(["-o", "ids.json"]);
     let out = titok(&t.0, &args);
     ok(&out);
-    assert!(text(&out.stderr).contains("64x64 (model size)"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("{w}x{h} (model size)")), "{}", text(&out.stderr));
     let want = io.get("token_ids").values.iter().map(|&v| v as i64).collect::<Vec<_>>();
     let got: Vec<i64> = read_jsonl(&t.path("ids.json")).into_iter().flat_map(|(_, ids)| ids).collect();
     assert_eq!(got, want);
@@ -531,17 +523,20 @@ fn count_line(stdout: &str, name: &str) -> usize {
 fn info_prints_config_and_parameter_counts() {
     let t = Scratch::new("info");
     let device = Device::flex();
-    let dir = golden("titok_legacy_tiny_stage2");
+    let dir = FixtureKind::TitokLegacyStage2.first();
     let stdout = ok(&titok(&t.0, &["info", s(&dir)]));
-    for want in [
-        "64x64 px, patch 16",
-        "8 per image (1D), 12 channels each",
-        "64 codes (6 bits per token), l2-normalised",
-        "F32 storage",
-    ] {
-        assert!(stdout.contains(want), "missing `{want}` in:\n{stdout}");
-    }
     let model = load_titok(&dir, &device).unwrap();
+    let c = &model.config;
+    let bits = (c.codebook_size.max(2) as f64).log2().ceil();
+    let l2 = if c.use_l2_norm { ", l2-normalised" } else { "" };
+    for want in [
+        format!("{s}x{s} px, patch {}", c.patch_size, s = c.image_size),
+        format!("{} per image (1D), {} channels each", c.num_latent_tokens, c.token_size),
+        format!("{} codes ({bits} bits per token){l2}", c.codebook_size),
+        "F32 storage".to_string(),
+    ] {
+        assert!(stdout.contains(&want), "missing `{want}` in:\n{stdout}");
+    }
     assert_eq!(count_line(&stdout, "total"), model.num_params());
     assert_eq!(count_line(&stdout, "encoder"), model.encoder.num_params());
     assert_eq!(count_line(&stdout, "pixel decoder"), model.pixel_decoder.as_ref().unwrap().num_params());
@@ -551,10 +546,14 @@ fn info_prints_config_and_parameter_counts() {
     let back = HfConfig::from_value("printed".into(), json, None).unwrap().titok().unwrap();
     assert_eq!(back, model.config);
 
-    let dir = golden("imagebert_tiny");
+    let dir = FixtureKind::ImageBert.first();
     let stdout = ok(&titok(&t.0, &["info", s(&dir)]));
-    assert!(stdout.contains("classes        1000 (tench, goldfish"), "{stdout}");
-    assert_eq!(count_line(&stdout, "total"), load_generator(&dir, &device).unwrap().num_params());
+    let generator = load_generator(&dir, &device).unwrap();
+    let classes = titok_model::generator::TokenPredictor::layout(&generator).num_classes;
+    // ImageNet's names for 1,000 classes, numbers otherwise.
+    let want = if classes == 1000 { "classes        1000 (tench, goldfish".to_string() } else { format!("classes        {classes} (") };
+    assert!(stdout.contains(&want), "{stdout}");
+    assert_eq!(count_line(&stdout, "total"), generator.num_params());
 
     let stdout = ok(&titok(&t.0, &["info"]));
     assert!(
@@ -565,7 +564,7 @@ fn info_prints_config_and_parameter_counts() {
     let err = fails(&titok(&t.0, &["--model", s(&dir), "tokenize", s(&photo("chelsea.png")), "-o", "t.json"]));
     assert!(err.contains("pass it with --generator"), "{err}");
     // The global --model also works after the subcommand.
-    let stdout = ok(&titok(&t.0, &["info", "--model", s(&golden("titok_legacy_tiny_stage2"))]));
+    let stdout = ok(&titok(&t.0, &["info", "--model", s(&FixtureKind::TitokLegacyStage2.first())]));
     assert!(stdout.contains("tokenizer: ") && !stdout.contains("tokenizer: embedded"), "{stdout}");
 }
 
@@ -574,7 +573,7 @@ fn info_prints_config_and_parameter_counts() {
 #[test]
 fn export_round_trips_between_folders_and_bpk() {
     let t = Scratch::new("export");
-    let dir = golden("titok_vq_tiny_single_stage");
+    let dir = FixtureKind::TitokVq.first();
     ok(&titok(&t.0, &["export", s(&dir), "-o", "m.bpk"]));
     assert!(t.path("m.config.json").is_file());
     ok(&titok(&t.0, &["export", "m.bpk", "-o", "back"]));
@@ -748,4 +747,116 @@ fn other_pixel_formats_are_converted() {
         assert_eq!(rows[name], original, "{name}");
     }
     assert_eq!(rows["gray.png"], rows["gray_as_rgb.png"], "grayscale is replicated to RGB");
+}
+
+/// A big-endian TIFF/EXIF block with one tag, Orientation (0x0112) = `value`.
+fn exif_orientation(value: u16) -> Vec<u8> {
+    let mut v = b"MM\0\x2a".to_vec();
+    v.extend(8u32.to_be_bytes());
+    v.extend(1u16.to_be_bytes());
+    v.extend(0x0112u16.to_be_bytes());
+    v.extend(3u16.to_be_bytes());
+    v.extend(1u32.to_be_bytes());
+    v.extend(value.to_be_bytes());
+    v.extend([0, 0]);
+    v.extend(0u32.to_be_bytes());
+    v
+}
+
+/// A phone photo held upright (stored sideways, EXIF orientation 6) is tokenized as the upright
+/// file is, and the report line says what was done; an Adobe RGB-tagged copy is converted
+/// with a notice.
+#[test]
+fn exif_orientation_and_icc_profiles_are_applied_and_reported() {
+    use image::ImageEncoder;
+    let t = Scratch::new("exif");
+    let upright = load_rgb(&photo("chelsea.png")).unwrap();
+    upright.save(t.path("upright.png")).unwrap();
+    let sideways = image::imageops::rotate270(&upright);
+    let write_png = |name: &str, img: &RgbImage, exif: Option<Vec<u8>>, icc: Option<Vec<u8>>| {
+        let mut out = Vec::new();
+        let mut enc = image::codecs::png::PngEncoder::new(&mut out);
+        if let Some(e) = exif {
+            enc.set_exif_metadata(e).unwrap();
+        }
+        if let Some(p) = icc {
+            enc.set_icc_profile(p).unwrap();
+        }
+        enc.write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8).unwrap();
+        std::fs::write(t.path(name), out).unwrap();
+    };
+    write_png("phone.png", &sideways, Some(exif_orientation(6)), None);
+    write_png("sideways.png", &sideways, None, None);
+    write_png("adobe.png", &upright, None, Some(moxcms::ColorProfile::new_adobe_rgb().encode().unwrap()));
+    let out = titok(&t.0, &["tokenize", "upright.png", "phone.png", "sideways.png", "adobe.png", "-o", "ids.json"]);
+    ok(&out);
+    let stderr = text(&out.stderr);
+    let (w, h) = upright.dimensions();
+    let line = stderr.lines().find(|l| l.contains("phone.png")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains(&format!("{w}x{h} ->")), "the shown size comes first: {line}");
+    assert!(line.contains(&format!("EXIF orientation 6 applied (rotated 90 degrees clockwise; stored {h}x{w}")), "{line}");
+    let line = stderr.lines().find(|l| l.contains("adobe.png")).unwrap();
+    assert!(line.contains("converted from") && line.contains("to sRGB"), "{line}");
+    let rows: BTreeMap<String, Vec<i64>> = read_jsonl(&t.path("ids.json")).into_iter().collect();
+    assert_eq!(rows["phone.png"], rows["upright.png"], "the EXIF-rotated file must give the upright file's tokens");
+    assert_ne!(rows["sideways.png"], rows["upright.png"], "the test needs an orientation-sensitive model");
+}
+
+/// A Git LFS pointer or an HTML page in place of `model.safetensors` is named as such, with the
+/// fix, by every command that loads a model.
+#[test]
+fn lfs_pointers_and_html_pages_are_recognised() {
+    let t = Scratch::new("lfs");
+    let fixture = FixtureKind::TitokVq.first();
+    std::fs::create_dir_all(t.path("clone")).unwrap();
+    for file in ["config.json", "fixture_meta.json"] {
+        if fixture.join(file).is_file() {
+            std::fs::copy(fixture.join(file), t.path(&format!("clone/{file}"))).unwrap();
+        }
+    }
+    let pointer = "version https://git-lfs.github.com/spec/v1\n\
+                   oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 2397201356\n";
+    std::fs::write(t.path("clone/model.safetensors"), pointer).unwrap();
+    for args in [&["info", "--model", "clone"][..], &["--model", "clone", "tokenize", s(&photo("coffee.png"))][..]] {
+        let err = fails(&titok(&t.0, args));
+        assert!(err.contains("model.safetensors") && err.contains("Git LFS pointer"), "{err}");
+        assert!(err.contains("git lfs pull") && err.contains("2.4 GB"), "{err}");
+        assert!(!err.contains("header of"), "no raw header-size message: {err}");
+    }
+    std::fs::write(t.path("clone/model.safetensors"), "<!DOCTYPE html>\n<html><title>Sign in</title></html>\n").unwrap();
+    let err = fails(&titok(&t.0, &["info", "--model", "clone"]));
+    assert!(err.contains("an HTML page") && err.contains("/resolve/"), "{err}");
+}
+
+/// FID statistics are validated when loaded: a covariance that is not positive semi-definite
+/// is an error naming the file; JPEG or off-size samples are scored with a warning.
+#[test]
+fn fid_statistics_are_validated_and_lossy_samples_warned_about() {
+    use titok_train::eval::FidStats;
+    require_inception_weights();
+    let t = Scratch::new("fidcheck");
+    let d = 2048;
+    let mut sigma = nalgebra::DMatrix::<f64>::identity(d, d);
+    sigma[(5, 5)] = -0.5; // one clearly negative eigenvalue
+    let bad = FidStats { mu: nalgebra::DVector::zeros(d), sigma, n: Some(10_000) };
+    bad.save_npz(&t.path("bad.npz")).unwrap();
+    t.photo_folder("samples");
+    let err = fails(&titok(&t.0, &["eval", "gen", "--reference", "bad.npz", "--samples", "samples"]));
+    assert!(err.contains("bad.npz") && err.contains("not positive semi-definite"), "{err}");
+
+    // Samples saved as JPEG, of another size than the model's: scored, with both warnings.
+    std::fs::create_dir_all(t.path("jpeg")).unwrap();
+    for name in ["chelsea", "coffee", "rocket"] {
+        let img = load_rgb(&photo(&format!("{name}.png"))).unwrap();
+        std::fs::write(t.path(&format!("jpeg/{name}.jpg")), jpeg_bytes(&img)).unwrap();
+    }
+    let out = titok(&t.0, &["eval", "gen", "--reference", "samples", "--samples", "jpeg", "--json", "r.json"]);
+    ok(&out);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("warning: 3 of 3 samples are JPEG"), "{stderr}");
+    let size = default_config().image_size;
+    assert!(stderr.contains(&format!("3 of 3 samples are not {size}x{size}")), "{stderr}");
+    assert!(stderr.contains(&format!("3 of 3 reference images are not {size}x{size}")), "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(t.path("r.json")).unwrap()).unwrap();
+    assert_eq!(report["warnings"].as_array().unwrap().len(), 3, "{report}");
 }

@@ -32,6 +32,17 @@ pub enum TitokError {
         /// What went wrong.
         reason: String,
     },
+    /// A file in place of weights that is something else: a Git LFS pointer or an HTML page
+    /// (see `checkpoint::refuse_stand_in`).
+    #[error("{path} is {what} instead of the real file: {fix}")]
+    NotWeights {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        what: String,
+        /// How to get the real file.
+        fix: String,
+    },
     /// Writing a checkpoint or output failed.
     #[error("cannot write {path}: {reason}")]
     Write {

@@ -1,6 +1,11 @@
 //! Support for the golden parity fixtures (`../shared/golden`, produced by running the
-//! official PyTorch code): discovery through `TITOK_GOLDEN_DIR`, reading `io.safetensors`,
-//! comparing tensors within tolerances, and the test device.
+//! official PyTorch code): discovery by kind through `TITOK_GOLDEN_DIR`, the shared weights
+//! through `TITOK_SHARED_DIR`, reading `io.safetensors`, comparing tensors within tolerances
+//! (required ones always, optional intermediates when stored), and the test device.
+//!
+//! Suites must run on any fixture set the official scripts write: they find folders by
+//! [`FixtureKind`], read sizes and counts from the stored tensors and configs, and fail when a
+//! set holds no fixture of a kind they test.
 //!
 //! Public so that every crate's parity tests share one implementation.
 
@@ -10,9 +15,23 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
-/// The golden fixture root: `$TITOK_GOLDEN_DIR`, else `default`.
-pub fn golden_root(default: &Path) -> PathBuf {
-    std::env::var_os("TITOK_GOLDEN_DIR").map(PathBuf::from).unwrap_or_else(|| default.to_path_buf())
+/// The shared folder (data, weights, golden fixtures): `$TITOK_SHARED_DIR`, else `../shared`
+/// beside the workspace.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("TITOK_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+/// A file of the shared weights folder: `<shared>/weights/<file>` (LPIPS, FID InceptionV3).
+/// Weights are never looked up relative to a fixture folder.
+pub fn shared_weights(file: &str) -> PathBuf {
+    shared_dir().join("weights").join(file)
+}
+
+/// The golden fixture root: `$TITOK_GOLDEN_DIR`, else `<shared>/golden`.
+pub fn golden_dir() -> PathBuf {
+    std::env::var_os("TITOK_GOLDEN_DIR").map(PathBuf::from).unwrap_or_else(|| shared_dir().join("golden"))
 }
 
 /// Fixture folders under `root` whose name starts with one of `prefixes`, sorted.
@@ -31,6 +50,108 @@ pub fn discover(root: &Path, prefixes: &[&str]) -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
+}
+
+/// The kinds of fixture the official scripts write, recognised by folder prefix (and, for the
+/// two legacy TiTok stages, by `finetune_decoder` in `config.json`, not by the folder name).
+/// Source: `../shared/golden/README.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FixtureKind {
+    /// `titok_legacy_*` with `finetune_decoder: false`: proxy-code logits (stage 1).
+    TitokLegacyStage1,
+    /// `titok_legacy_*` with `finetune_decoder: true`: MaskGIT-VQGAN pixel decoder (stage 2).
+    TitokLegacyStage2,
+    /// `titok_vq_*`: single-stage VQ TiTok.
+    TitokVq,
+    /// `titok_vae_*`: TiTok with a diagonal-Gaussian bottleneck.
+    TitokVae,
+    /// `maskgit_vqgan_*`: the 2D MaskGIT-VQGAN (proxy-code teacher).
+    MaskgitVqgan,
+    /// `imagebert_*`: the MaskGIT ImageBert generator.
+    ImageBert,
+    /// `uvitbert_*`: the U-ViT generator.
+    UvitBert,
+    /// `discriminator_*`: NLayerDiscriminator and the GAN losses.
+    Discriminator,
+    /// `mlm_loss*`: the generator training loss and mask schedules.
+    MlmLoss,
+    /// `lpips*`: LPIPS distances.
+    Lpips,
+    /// `fid*`: InceptionV3 features and FID.
+    Fid,
+}
+
+impl FixtureKind {
+    /// The folder-name prefix of the kind.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::TitokLegacyStage1 | Self::TitokLegacyStage2 => "titok_legacy_",
+            Self::TitokVq => "titok_vq_",
+            Self::TitokVae => "titok_vae_",
+            Self::MaskgitVqgan => "maskgit_vqgan_",
+            Self::ImageBert => "imagebert_",
+            Self::UvitBert => "uvitbert_",
+            Self::Discriminator => "discriminator_",
+            Self::MlmLoss => "mlm_loss",
+            Self::Lpips => "lpips",
+            Self::Fid => "fid",
+        }
+    }
+
+    /// Whether the folder `dir` (already matching the prefix) is of this kind.
+    fn accepts(self, dir: &Path) -> bool {
+        let finetune = || {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let v: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            // Official default (`finetune_decoder` absent): True.
+            v["model"]["vq_model"]["finetune_decoder"].as_bool().unwrap_or(true)
+        };
+        match self {
+            Self::TitokLegacyStage1 => !finetune(),
+            Self::TitokLegacyStage2 => finetune(),
+            _ => true,
+        }
+    }
+
+    /// Every fixture of this kind under [`golden_dir`], sorted.
+    ///
+    /// # Panics
+    /// When the set holds none: a suite that tests a kind must not pass on a set without it.
+    pub fn all(self) -> Vec<PathBuf> {
+        let root = golden_dir();
+        let dirs: Vec<PathBuf> =
+            discover(&root, &[self.prefix()]).into_iter().filter(|d| self.accepts(d)).collect();
+        assert!(
+            !dirs.is_empty(),
+            "the fixture set {} holds no {self:?} fixture (folders `{}*`); the suite tests that kind",
+            root.display(),
+            self.prefix()
+        );
+        dirs
+    }
+
+    /// The first fixture of this kind (for tests that need one model of the kind).
+    ///
+    /// # Panics
+    /// As [`FixtureKind::all`].
+    pub fn first(self) -> PathBuf {
+        self.all().swap_remove(0)
+    }
+}
+
+/// Sizes `S` of the stored tensors named `{prefix}{S}{suffix}`, ascending (e.g. `real_` and
+/// `""` give the discriminator's input sizes, `a_` and `_u8` LPIPS's).
+pub fn stored_sizes(io: &IoTensors, prefix: &str, suffix: &str) -> Vec<usize> {
+    let mut sizes: Vec<usize> = io
+        .names()
+        .iter()
+        .filter_map(|n| n.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok())
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
 }
 
 /// The device parity tests run on: `$TITOK_TEST_DEVICE` = `flex` (default) or `wgpu`
@@ -146,6 +267,22 @@ impl IoTensors {
         assert_values_close(&format!("{path}: `{name}`"), &values, &expected.values, atol, rtol);
     }
 
+    /// [`IoTensors::assert_close`] when the fixture stores `name` (an optional intermediate),
+    /// else nothing. Returns whether it compared. `actual` is only computed when needed.
+    pub fn assert_close_if_stored<const D: usize>(
+        &mut self,
+        name: &str,
+        actual: impl FnOnce() -> Tensor<D>,
+        atol: f64,
+        rtol: f64,
+    ) -> bool {
+        let stored = self.has(name);
+        if stored {
+            self.assert_close(name, actual(), atol, rtol);
+        }
+        stored
+    }
+
     /// Compares ids exactly.
     ///
     /// # Panics
@@ -168,6 +305,15 @@ impl IoTensors {
         let path = self.path.display().to_string();
         let e = self.scalar(name);
         assert!((actual - e).abs() <= rtol * e.abs() + 1e-7, "{path}: `{name}` = {actual}, expected {e}");
+    }
+
+    /// [`IoTensors::assert_scalar`] when the fixture stores `name`, else nothing.
+    pub fn assert_scalar_if_stored(&mut self, name: &str, actual: impl FnOnce() -> f64, rtol: f64) -> bool {
+        let stored = self.has(name);
+        if stored {
+            self.assert_scalar(name, actual(), rtol);
+        }
+        stored
     }
 
     /// Marks tensors as used without comparing them (inputs).

@@ -8,7 +8,6 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
-use burn::tensor::activation::silu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Int, Tensor};
@@ -26,6 +25,25 @@ pub(crate) fn conv_same(cin: usize, cout: usize, k: usize, bias: bool, device: &
         .with_padding(PaddingConfig2d::Explicit(p, p, k - 1 - p, k - 1 - p))
         .with_bias(bias)
         .init(device)
+}
+
+/// `conv.forward(x)` for a [`conv_same`] conv: the 3x3 ones go through
+/// [`titok_kernels::conv3x3_same`] (Winograd on the CPU for inference, Burn's `conv2d`
+/// otherwise); 1x1 and other convs through Burn.
+///
+/// # Shapes
+/// - `x`: `[batch, in, h, w]` -> `[batch, out, h, w]`
+pub(crate) fn conv_same_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let same3x3 = conv.kernel_size == [3, 3]
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && conv.padding == PaddingConfig2d::Explicit(1, 1, 1, 1);
+    if same3x3 {
+        titok_kernels::conv3x3_same(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()))
+    } else {
+        conv.forward(x)
+    }
 }
 
 fn group_norm(groups: usize, channels: usize, device: &Device) -> GroupNorm {
@@ -63,8 +81,11 @@ impl ResBlock {
     /// # Shapes
     /// - `x`: `[batch, in, h, w]` -> `[batch, out, h, w]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        // The input comes back beside the activation: it is the residual, and holding a clone
+        // instead would make the CPU fast path copy it.
+        let (x, a) = titok_kernels::group_norm_silu_keep_input(&self.norm1, x, true);
+        let h = conv_same_forward(&self.conv1, a);
+        let h = conv_same_forward(&self.conv2, titok_kernels::group_norm_silu(&self.norm2, h, true));
         match &self.nin_shortcut {
             // The shortcut conv reads the block output, not its input (REFERENCE §4).
             Some(nin) => h.clone() + nin.forward(h),
@@ -143,7 +164,7 @@ impl VqganEncoder {
 
     /// Encodes images, keeping the intermediates.
     pub fn forward_with_intermediates(&self, pixels: Tensor<4>) -> VqganEncoderOutput {
-        let mut x = self.conv_in.forward(pixels);
+        let mut x = conv_same_forward(&self.conv_in, pixels);
         let mut down = Vec::with_capacity(self.down.len());
         for (i, level) in self.down.iter().enumerate() {
             for block in &level.block {
@@ -158,7 +179,7 @@ impl VqganEncoder {
             x = block.forward(x);
         }
         let mid = x.clone();
-        let out = self.conv_out.forward(silu(self.norm_out.forward(x)));
+        let out = conv_same_forward(&self.conv_out, titok_kernels::group_norm_silu(&self.norm_out, x, true));
         VqganEncoderOutput { down, mid, out }
     }
 
@@ -224,7 +245,7 @@ impl VqganDecoder {
 
     /// Decodes latents, keeping the intermediates.
     pub fn forward_with_intermediates(&self, z: Tensor<4>) -> VqganDecoderOutput {
-        let mut x = self.conv_in.forward(z);
+        let mut x = conv_same_forward(&self.conv_in, z);
         for block in &self.mid {
             x = block.forward(x);
         }
@@ -235,11 +256,11 @@ impl VqganDecoder {
                 x = block.forward(x);
             }
             if let Some(conv) = &level.upsample_conv {
-                x = conv.forward(upsample_nearest2x(x));
+                x = conv_same_forward(conv, upsample_nearest2x(x));
             }
             up.push(x.clone());
         }
-        let out = self.conv_out.forward(silu(self.norm_out.forward(x)));
+        let out = conv_same_forward(&self.conv_out, titok_kernels::group_norm_silu(&self.norm_out, x, true));
         VqganDecoderOutput { mid, up, out }
     }
 
@@ -310,6 +331,7 @@ impl MaskgitVqgan {
 mod tests {
     use super::*;
     use burn::tensor::Distribution;
+    use burn::tensor::activation::silu;
 
     /// With `in != out` the shortcut conv reads the block's own output: `y = h + nin(h)`, and
     /// the input is not added back.

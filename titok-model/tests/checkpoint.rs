@@ -11,11 +11,19 @@ use titok_model::checkpoint::{
     StorageDType, load_bpk, load_titok, load_vqgan, read_safetensors_header, save_bpk, save_titok, save_vqgan,
     vqgan_config,
 };
-use titok_model::golden::golden_root;
-use titok_model::{Titok, TitokError};
+use titok_model::golden::FixtureKind;
+use titok_model::{Titok, TitokError, VqganConfig};
 
-fn fixture(name: &str) -> PathBuf {
-    golden_root(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden")).join(name)
+/// Every TiTok fixture of every kind (each kind must be present).
+fn titok_fixtures() -> Vec<PathBuf> {
+    [FixtureKind::TitokLegacyStage1, FixtureKind::TitokLegacyStage2, FixtureKind::TitokVq, FixtureKind::TitokVae]
+        .into_iter()
+        .flat_map(FixtureKind::all)
+        .collect()
+}
+
+fn name_of(dir: &Path) -> String {
+    dir.file_name().unwrap().to_string_lossy().into_owned()
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -47,10 +55,10 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn hf_folder_round_trip_is_exact_and_keeps_official_keys() {
     let device = Device::flex();
-    for name in ["titok_legacy_tiny_stage2", "titok_vq_tiny_single_stage", "titok_vae_tiny"] {
-        let src = fixture(name);
+    for src in titok_fixtures() {
+        let name = name_of(&src);
         let model = load_titok(&src, &device).unwrap();
-        let out = scratch(name);
+        let out = scratch(&name);
         save_titok(&model, &out, StorageDType::F32).unwrap();
         // Same key set and shapes as the official file.
         let a = read_safetensors_header(&src.join("model.safetensors")).unwrap();
@@ -73,44 +81,62 @@ fn hf_folder_round_trip_is_exact_and_keeps_official_keys() {
 #[test]
 fn f16_export_loads_back_close() {
     let device = Device::flex();
-    let model = load_titok(&fixture("titok_vq_tiny_single_stage"), &device).unwrap();
-    let out = scratch("f16");
-    save_titok(&model, &out, StorageDType::F16).unwrap();
-    let h = read_safetensors_header(&out.join("model.safetensors")).unwrap();
-    assert!(h.values().all(|t| t.dtype == "F16"));
-    let back = load_titok(&out, &device).unwrap();
-    let (a, b) = (params(&model), params(&back));
-    for (k, v) in &a {
-        let w = &b[k];
-        let max = v.iter().zip(w).map(|(x, y)| (x - y).abs() / x.abs().max(1e-3)).fold(0.0f32, f32::max);
-        assert!(max < 2e-3, "{k}: relative f16 error {max}");
+    for src in titok_fixtures() {
+        let name = name_of(&src);
+        let model = load_titok(&src, &device).unwrap();
+        let out = scratch(&format!("f16-{name}"));
+        save_titok(&model, &out, StorageDType::F16).unwrap();
+        let h = read_safetensors_header(&out.join("model.safetensors")).unwrap();
+        assert!(h.values().all(|t| t.dtype == "F16"), "{name}");
+        let back = load_titok(&out, &device).unwrap();
+        let (a, b) = (params(&model), params(&back));
+        for (k, v) in &a {
+            let w = &b[k];
+            let max = v.iter().zip(w).map(|(x, y)| (x - y).abs() / x.abs().max(1e-3)).fold(0.0f32, f32::max);
+            assert!(max < 2e-3, "{name}: {k}: relative f16 error {max}");
+        }
+        std::fs::remove_dir_all(out).unwrap();
     }
-    std::fs::remove_dir_all(out).unwrap();
 }
 
 #[test]
 fn bpk_round_trip_is_exact() {
     let device = Device::flex();
-    let model = load_titok(&fixture("titok_legacy_tiny_stage1"), &device).unwrap();
-    let out = scratch("bpk").join("model.bpk");
-    save_bpk(&model, &out).unwrap();
-    let fresh = Titok::new(&model.config, &device).unwrap();
-    let back = load_bpk(fresh, &out).unwrap();
-    assert_eq!(params(&back), params(&model));
+    for src in titok_fixtures() {
+        let name = name_of(&src);
+        let model = load_titok(&src, &device).unwrap();
+        let out = scratch(&format!("bpk-{name}"));
+        save_bpk(&model, &out.join("model.bpk")).unwrap();
+        let fresh = Titok::new(&model.config, &device).unwrap();
+        let back = load_bpk(fresh, &out.join("model.bpk")).unwrap();
+        assert_eq!(params(&back), params(&model), "{name}");
+        std::fs::remove_dir_all(out).unwrap();
+    }
 }
 
 #[test]
 fn vqgan_round_trip_is_exact() {
     let device = Device::flex();
-    let src = fixture("maskgit_vqgan_tiny");
-    let model = load_vqgan(&src, &device).unwrap();
-    let out = scratch("vqgan");
-    save_vqgan(&model, &vqgan_config(&src).unwrap(), &out, StorageDType::F32).unwrap();
-    let back = load_vqgan(&out, &device).unwrap();
-    assert_eq!(params(&back), params(&model));
-    // A bare weights file loads with the official numbers assumed: here they do not fit.
-    let err = load_vqgan(&src.join("model.safetensors"), &device).unwrap_err();
-    assert!(matches!(err, TitokError::CheckpointMismatch { .. }), "{err}");
+    for src in FixtureKind::MaskgitVqgan.all() {
+        let name = name_of(&src);
+        let model = load_vqgan(&src, &device).unwrap();
+        let config = vqgan_config(&src).unwrap();
+        let out = scratch(&format!("vqgan-{name}"));
+        save_vqgan(&model, &config, &out, StorageDType::F32).unwrap();
+        let back = load_vqgan(&out, &device).unwrap();
+        assert_eq!(vqgan_config(&out).unwrap(), config, "{name}: config changed");
+        assert_eq!(params(&back), params(&model), "{name}");
+        // A bare weights file loads with the official numbers assumed: a fixture with other
+        // numbers does not fit them, one with the official numbers loads the same weights.
+        let bare = load_vqgan(&src.join("model.safetensors"), &device);
+        if config == VqganConfig::official() {
+            assert_eq!(params(&bare.unwrap()), params(&model), "{name}: bare weights file");
+        } else {
+            let err = bare.unwrap_err();
+            assert!(matches!(err, TitokError::CheckpointMismatch { .. }), "{name}: {err}");
+        }
+        std::fs::remove_dir_all(out).unwrap();
+    }
 }
 
 /// Writes a copy of a safetensors file with tensors edited by `edit`.
@@ -130,7 +156,10 @@ fn rewrite(src: &Path, dst: &Path, edit: impl Fn(&mut Vec<(String, Vec<usize>, V
 #[test]
 fn bad_checkpoints_give_clear_errors() {
     let device = Device::flex();
-    let src = fixture("titok_vq_tiny_single_stage");
+    let src = FixtureKind::TitokVq.first();
+    let model = load_titok(&src, &device).unwrap();
+    let (k, codebook, size) = (model.config.num_latent_tokens, model.config.codebook_size, model.config.image_size);
+    let width = read_safetensors_header(&src.join("model.safetensors")).unwrap()["decoder.ln_post.bias"].shape[0];
 
     // Truncated (corrupt) weights file.
     let dir = scratch("truncated");
@@ -157,36 +186,45 @@ fn bad_checkpoints_give_clear_errors() {
     // One tensor of the wrong shape.
     let dir = scratch("shape");
     copy_dir(&src, &dir);
+    let half = width / 2;
     rewrite(&src.join("model.safetensors"), &dir.join("model.safetensors"), |t| {
         let e = t.iter_mut().find(|e| e.0 == "decoder.ln_post.bias").unwrap();
-        e.1 = vec![32];
-        e.2.truncate(32 * 4);
+        e.1 = vec![half];
+        e.2.truncate(half * 4);
     });
     let msg = load_titok(&dir, &device).unwrap_err().to_string();
-    assert!(msg.contains("wrong shape: decoder.ln_post.bias: checkpoint [32], model expects [64]"), "{msg}");
+    let expected = format!("wrong shape: decoder.ln_post.bias: checkpoint [{half}], model expects [{width}]");
+    assert!(msg.contains(&expected), "{msg}");
 
-    // A config that does not fit the weights (K = 16 latent tokens vs 8 rows).
+    // A config that does not fit the weights (2K latent tokens vs K rows).
+    let edit_config = |dir: &Path, edit: &dyn Fn(&mut serde_json::Value)| {
+        let path = dir.join("config.json");
+        let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        edit(&mut cfg);
+        std::fs::write(&path, cfg.to_string()).unwrap();
+    };
     let dir = scratch("config-fit");
     copy_dir(&src, &dir);
-    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    std::fs::write(dir.join("config.json"), cfg.replace("\"num_latent_tokens\": 8", "\"num_latent_tokens\": 16")).unwrap();
+    edit_config(&dir, &|c| c["model"]["vq_model"]["num_latent_tokens"] = serde_json::json!(2 * k));
     let msg = load_titok(&dir, &device).unwrap_err().to_string();
     assert!(msg.contains("latent_tokens") && msg.contains("wrong shape"), "{msg}");
 
     // A config with an unknown size name.
     let dir = scratch("size");
     copy_dir(&src, &dir);
-    std::fs::write(dir.join("config.json"), cfg.replace("\"vit_enc_model_size\": \"tiny\"", "\"vit_enc_model_size\": \"huge\"")).unwrap();
+    edit_config(&dir, &|c| c["model"]["vq_model"]["vit_enc_model_size"] = serde_json::json!("huge"));
     let err = load_titok(&dir, &device).unwrap_err();
     assert!(matches!(err, TitokError::ConfigFile { .. }) && err.to_string().contains("unknown ViT size `huge`"), "{err}");
 
     // Token ids outside the codebook.
-    let model = load_titok(&src, &device).unwrap();
-    let ids = Tensor::<2, burn::tensor::Int>::from_ints([[0, 1, 2, 3, 4, 5, 6, 64]], &device);
+    let mut ids: Vec<i64> = (0..k as i64).map(|i| i % codebook as i64).collect();
+    ids[k - 1] = codebook as i64;
+    let ids = Tensor::<2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(ids, [1, k]), &device);
     let msg = model.decode_tokens(ids).unwrap_err().to_string();
-    assert!(msg.contains("token id 64 is outside the codebook 0..64"), "{msg}");
-    let wrong = Tensor::<4>::zeros([1, 3, 32, 32], &device);
-    assert!(model.encode(wrong).unwrap_err().to_string().contains("expected images [batch, 3, 64, 64]"));
+    assert!(msg.contains(&format!("token id {codebook} is outside the codebook 0..{codebook}")), "{msg}");
+    let wrong = Tensor::<4>::zeros([1, 3, size / 2, size / 2], &device);
+    let msg = model.encode(wrong).unwrap_err().to_string();
+    assert!(msg.contains(&format!("expected images [batch, 3, {size}, {size}]")), "{msg}");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Golden parity of the MaskGIT generators with the official PyTorch code, plus checkpoint
 //! round trips, strict loading, and sampler invariants (reproducibility, inpainting).
 //!
-//! Fixtures are discovered under `TITOK_GOLDEN_DIR` (default `../shared/golden`) by prefix:
+//! Fixtures are discovered under `TITOK_GOLDEN_DIR` (default `../shared/golden`) by kind
+//! ([`FixtureKind`], folder prefix; a set without one of them fails):
 //! `imagebert_*`, `uvitbert_*` (logits with and without the drop label, the model inputs,
 //! final and per-step ids, `has_uncond` and raw per-step logits of every stored `generate`
 //! run; τ > 0 runs replay the stored uniforms) and `mlm_loss` (loss, per-token smoothed
@@ -24,20 +25,15 @@ use titok_model::generator::{
     ReplayUniform, SamplerConfig, SeededUniform, TokenPredictor, condition_tokens, generate, generate_with, inpaint,
     mlm_loss, model_input, random_masking, training_mask_ratio, training_num_masked,
 };
-use titok_model::golden::{IoTensors, discover, golden_root, test_device};
+use titok_model::golden::{FixtureKind, IoTensors, test_device};
 
 const ATOL: f64 = 1e-4;
 const RTOL: f64 = 1e-4;
 const LOSS_RTOL: f64 = 1e-5;
 
-fn root() -> PathBuf {
-    golden_root(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden"))
-}
-
+/// Every generator fixture; both kinds must be present.
 fn generator_fixtures() -> Vec<PathBuf> {
-    let dirs = discover(&root(), &["imagebert_", "uvitbert_"]);
-    assert!(dirs.len() >= 2, "expected imagebert_* and uvitbert_* fixtures in {}, found {dirs:?}", root().display());
-    dirs
+    [FixtureKind::ImageBert, FixtureKind::UvitBert].into_iter().flat_map(FixtureKind::all).collect()
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -96,11 +92,14 @@ fn check_generator_fixture(dir: &Path, device: &Device) {
     let ids = io.int::<2>("input_ids", device);
     let cond = io.int::<1>("condition", device);
     let b = cond.dims()[0];
-    io.assert_ids("full_input_ids_cond", model_input(ids.clone(), condition_tokens(&layout, cond.clone(), None)));
-    io.assert_ids(
-        "full_input_ids_drop_label",
-        model_input(ids.clone(), condition_tokens(&layout, cond.clone(), Some(all_true(b, device)))),
-    );
+    // The model inputs are intermediates: compared when stored.
+    if io.has("full_input_ids_cond") {
+        io.assert_ids("full_input_ids_cond", model_input(ids.clone(), condition_tokens(&layout, cond.clone(), None)));
+    }
+    if io.has("full_input_ids_drop_label") {
+        let drop = Some(all_true(b, device));
+        io.assert_ids("full_input_ids_drop_label", model_input(ids.clone(), condition_tokens(&layout, cond.clone(), drop)));
+    }
     io.assert_close("logits_cond", model.forward(ids.clone(), cond.clone(), None).unwrap(), ATOL, RTOL);
     io.assert_close("logits_drop_label", model.forward(ids, cond, Some(all_true(b, device))).unwrap(), ATOL, RTOL);
 
@@ -178,9 +177,7 @@ fn generator_fixtures_match_on_wgpu() {
 #[test]
 fn mlm_loss_and_mask_schedules_match_the_official_code() {
     let device = test_device();
-    let dirs = discover(&root(), &["mlm_loss"]);
-    assert!(!dirs.is_empty(), "no mlm_loss fixture in {}", root().display());
-    for dir in dirs {
+    for dir in FixtureKind::MlmLoss.all() {
         let c = HfConfig::from_dir(&dir).unwrap();
         let config = MlmLossConfig {
             label_smoothing: c.f64_or("losses.label_smoothing", 0.1).unwrap(),
@@ -191,7 +188,7 @@ fn mlm_loss_and_mask_schedules_match_the_official_code() {
         let targets = io.int::<2>("targets", &device);
         let masked = io.int::<2>("weights_mask", &device).bool();
         let l = mlm_loss(logits, targets, masked, &config);
-        io.assert_close("per_token_ce_smoothed", l.per_token, 1e-5, 1e-5);
+        io.assert_close_if_stored("per_token_ce_smoothed", || l.per_token, 1e-5, 1e-5);
         io.assert_scalar("loss", l.loss.into_scalar::<f64>(), LOSS_RTOL);
         io.assert_scalar("correct_tokens", l.correct_tokens.into_scalar::<f64>(), LOSS_RTOL);
 
@@ -272,7 +269,7 @@ fn rewrite(path: &Path, keep: impl Fn(&str) -> bool, rename: impl Fn(&str) -> St
 #[test]
 fn bad_generator_checkpoints_are_mismatch_errors() {
     let device = Device::flex();
-    let src = discover(&root(), &["imagebert_"]).into_iter().next().expect("an imagebert fixture");
+    let src = FixtureKind::ImageBert.first();
     let copy = |tag: &str| {
         let dir = scratch(tag);
         for f in ["config.json", "model.safetensors"] {
@@ -309,7 +306,7 @@ fn bad_generator_checkpoints_are_mismatch_errors() {
         other => panic!("expected CheckpointMismatch, got {other:?}"),
     }
     // Not a generator folder at all.
-    let tok = discover(&root(), &["titok_vq_"]).into_iter().next().expect("a tokenizer fixture");
+    let tok = FixtureKind::TitokVq.first();
     assert!(matches!(load_generator(&tok, &device), Err(TitokError::ConfigFile { .. })));
     for d in [dir, dir2] {
         std::fs::remove_dir_all(d).unwrap();
@@ -323,7 +320,8 @@ fn sampling_is_reproducible_per_seed_and_inpainting_keeps_given_tokens() {
         let model = load_generator(&dir, &device).unwrap();
         let layout = model.layout();
         let (b, k) = (3, layout.seq_len);
-        let labels = Tensor::<1, Int>::from_ints([1, 500, 999], &device);
+        let c = layout.num_classes as i64;
+        let labels = Tensor::<1, Int>::from_ints([1 % c, c / 2, c - 1], &device);
         let config = SamplerConfig { randomize_temperature: 3.0, ..SamplerConfig::l32() };
         let run = |seed| generate(&model, labels.clone(), &config, &mut SeededUniform::new(seed)).unwrap();
         let a = run(11).try_into_vec_as::<i64>().unwrap();
@@ -361,7 +359,7 @@ fn sampling_is_reproducible_per_seed_and_inpainting_keeps_given_tokens() {
         assert_eq!(same.try_into_vec_as::<i64>().unwrap(), given_ids);
 
         // Bad input is an error, not a panic.
-        let bad = Tensor::<1, Int>::from_ints([1, 1000, 2], &device);
+        let bad = Tensor::<1, Int>::from_ints([1 % c, c, 2 % c], &device);
         assert!(matches!(generate(&model, bad, &config, &mut SeededUniform::new(0)), Err(TitokError::Input(_))));
         let empty = Tensor::<1, Int>::from_data(TensorData::new(Vec::<i64>::new(), [0]), &device);
         assert!(matches!(generate(&model, empty, &config, &mut SeededUniform::new(0)), Err(TitokError::Input(_))));

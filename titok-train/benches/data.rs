@@ -12,6 +12,11 @@ use burn::data::dataset::transform::SelectionDataset;
 use burn::tensor::Device;
 use titok_train::data::{ImageBatcher, TarImages, Transform};
 
+/// jemalloc keeps freed tensor buffers' pages for reuse (glibc unmaps large blocks, and each
+/// new one costs a page fault per 4 KiB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn shared_dir() -> PathBuf {
     std::env::var_os("TITOK_SHARED_DIR")
         .map(PathBuf::from)

@@ -15,6 +15,11 @@ use titok_train::stages::tokens::{TokenCache, TokenCacheHeader, VERSION};
 use titok_train::train::optim::{AdamWSettings, adamw_with_groups};
 use titok_train::train::stream::StepSchedule;
 
+/// jemalloc keeps freed tensor buffers' pages for reuse (glibc unmaps large blocks, and each
+/// new one costs a page fault per 4 KiB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const K: usize = 32;
 const CODEBOOK: usize = 1024;
 const CLASSES: usize = 10;

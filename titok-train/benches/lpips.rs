@@ -11,6 +11,11 @@ use std::time::Instant;
 use burn::tensor::{Device, Distribution, Tensor};
 use titok_train::losses::{Lpips, LpipsNet};
 
+/// jemalloc keeps freed tensor buffers' pages for reuse (glibc unmaps large blocks, and each
+/// new one costs a page fault per 4 KiB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();

@@ -74,7 +74,10 @@ fn answers(device: &Device) -> bool {
 pub fn select_device(request: DeviceRequest) -> Result<(Device, String), TrainError> {
     let unavailable = |what: &str| TrainError::Device(format!("{what} is not available in this build or on this machine"));
     match request {
-        DeviceRequest::Cpu => Ok((Device::flex(), "cpu (flex)".into())),
+        DeviceRequest::Cpu => {
+            let n = cpu_threads();
+            Ok((Device::flex(), format!("cpu (flex, {n} thread{})", if n == 1 { "" } else { "s" })))
+        }
         DeviceRequest::Cuda(_i) => {
             #[cfg(feature = "cuda")]
             {
@@ -132,4 +135,28 @@ mod tests {
         assert!("tpu".parse::<DeviceRequest>().is_err());
         assert!(select_device(DeviceRequest::Cpu).is_ok());
     }
+}
+
+/// Sets the number of CPU threads of the CPU backend (flex runs its matrix products, convolutions
+/// and reductions on rayon's global pool; the data loader's workers are separate). Call once,
+/// before the first tensor operation; `None` keeps rayon's default (`RAYON_NUM_THREADS`, else one
+/// per logical core).
+///
+/// # Errors
+/// A message when `threads` is 0 or the pool was already started.
+pub fn set_cpu_threads(threads: Option<usize>) -> Result<(), String> {
+    let Some(n) = threads else { return Ok(()) };
+    if n == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("titok-cpu-{i}"))
+        .build_global()
+        .map_err(|e| format!("cannot use {n} CPU threads: {e}"))
+}
+
+/// Threads of the CPU backend's pool (after [`set_cpu_threads`], or rayon's default).
+pub fn cpu_threads() -> usize {
+    rayon::current_num_threads()
 }

@@ -9,6 +9,11 @@ use titok_train::device::{DeviceRequest, select_device};
 use titok_train::stages;
 use titok_train::train::run::RunDir;
 
+/// jemalloc keeps freed tensor buffers' pages for reuse (glibc unmaps large blocks, and each
+/// new one costs a page fault per 4 KiB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Train TiTok tokenizers (stage 1 with proxy codes, single stage), the 2D MaskGIT-VQGAN
 /// teacher and MaskGIT generators. Runs checkpoint every `run.checkpoint_every` steps and
 /// continue with `--resume` after an interruption (even `kill -9`) with the same data order.
@@ -49,6 +54,10 @@ struct Common {
     /// Each step's batch is split across them and the gradients averaged on the first.
     #[arg(long, value_delimiter = ',')]
     devices: Vec<DeviceRequest>,
+    /// CPU threads for the CPU backend's tensor operations (default: `RAYON_NUM_THREADS`, else
+    /// one per logical core); data-loading workers are set by `data.num_workers`.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,6 +97,7 @@ fn main() -> Result<()> {
         Mode::Generator(c) => ("generator", c),
         Mode::Tokens(c) => ("tokens", c),
     };
+    titok_train::device::set_cpu_threads(common.threads).map_err(anyhow::Error::msg)?;
     let mut overrides = common.overrides.clone();
     if let Some(d) = &common.data {
         overrides.push(format!("data.path={}", serde_json::to_string(d)?));

@@ -3,15 +3,16 @@
 //! and blur, PSNR/SSIM against hand-computed values, streaming statistics against the two-pass
 //! formulas, `.npy`/`.npz` format and round trips, the report.
 //!
-//! Fixture discovery: `TITOK_GOLDEN_DIR` (default `../shared/golden`); weights:
-//! `TITOK_WEIGHTS_DIR` (default `../shared/weights`). Tolerances from the fixture README: FID of
+//! Fixture discovery: every `fid*` fixture under `TITOK_GOLDEN_DIR` (default
+//! `../shared/golden`), counts and widths read from the stored tensors; weights:
+//! `TITOK_WEIGHTS_DIR`, else `$TITOK_SHARED_DIR/weights` (default `../shared/weights`). Tolerances from the fixture README: FID of
 //! the 200-image sets 1e-3 absolute, `fid_small` 1e-6; features as conv activations.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use nalgebra::{DMatrix, DVector};
-use titok_model::golden::{IoTensors, golden_root, test_device};
+use titok_model::golden::{FixtureKind, IoTensors, shared_weights, test_device};
 use titok_train::eval::npz::{decode_npy, encode_npy, npy_header};
 use titok_train::eval::{
     AdmNpzWriter, CodebookReport, EvalError, FeatureAccumulator, FidKind, FidScore, FidStats, InceptionV3,
@@ -30,21 +31,31 @@ const FID_ATOL: f64 = 1e-3;
 /// README: the full-rank case agrees to 1e-12 across methods.
 const FID_SMALL_ATOL: f64 = 1e-6;
 
-fn fid_dir() -> PathBuf {
-    golden_root(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden")).join("fid")
+/// Every `fid*` fixture (the set must hold one).
+fn fid_fixtures() -> Vec<PathBuf> {
+    FixtureKind::Fid.all()
 }
 
+/// `$TITOK_WEIGHTS_DIR/<file>`, else the shared weights (`$TITOK_SHARED_DIR/weights`).
 fn weights_path() -> PathBuf {
-    std::env::var_os("TITOK_WEIGHTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/weights"))
-        .join(WEIGHTS_FILE)
+    match std::env::var_os("TITOK_WEIGHTS_DIR") {
+        Some(dir) => PathBuf::from(dir).join(WEIGHTS_FILE),
+        None => shared_weights(WEIGHTS_FILE),
+    }
 }
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("titok-eval-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The stored features of `images_u8`: `features_img{n}`, whatever `n` the fixture has.
+fn features_name(io: &IoTensors) -> String {
+    io.names()
+        .into_iter()
+        .find(|n| n.starts_with("features_img"))
+        .unwrap_or_else(|| panic!("{}: no `features_img*` tensor", io.path.display()))
 }
 
 /// Feature rows of a stored `[n, d]` tensor as f32.
@@ -97,19 +108,30 @@ fn box_blur(x: Tensor<4>) -> Tensor<4> {
 fn golden_inception_input_features_and_rfid_identity_vs_blur() {
     let device = test_device();
     let model = InceptionV3::load(&weights_path(), &device).unwrap_or_else(|e| panic!("{e}"));
-    let mut io = IoTensors::load(&fid_dir());
-    let images: Tensor<4> = io.float("images_u8", &device); // [4, 3, 256, 256]
+    for dir in fid_fixtures() {
+        check_inception_fixture(&model, &dir, &device);
+    }
+}
+
+fn check_inception_fixture(model: &InceptionV3, dir: &Path, device: &Device) {
+    let device = device.clone();
+    let mut io = IoTensors::load(dir);
+    let images: Tensor<4> = io.float("images_u8", &device); // [n, 3, S, S]
 
     let input = InceptionV3::preprocess(images.clone()).unwrap();
-    let first = input.clone().slice([0..1]).try_into_vec_as::<f32>().unwrap();
-    let worst = first.iter().zip(&io.get("inception_input_299_img0").values).map(|(&a, &e)| (a as f64 - e).abs()).fold(0.0, f64::max);
-    eprintln!("inception_input_299_img0: max |Δ| {worst:.2e}");
-    io.assert_close("inception_input_299_img0", input.clone().slice([0..1]), INPUT_ATOL, 0.0);
-    let features = model.forward(input).unwrap(); // [4, 2048]
-    io.assert_close("features_img4", features.clone(), FEATURE_ATOL, FEATURE_RTOL);
+    // The network input of image 0 is an intermediate: compared when stored.
+    if io.has("inception_input_299_img0") {
+        let first = input.clone().slice([0..1]).try_into_vec_as::<f32>().unwrap();
+        let worst = first.iter().zip(&io.get("inception_input_299_img0").values).map(|(&a, &e)| (a as f64 - e).abs()).fold(0.0, f64::max);
+        eprintln!("inception_input_299_img0: max |Δ| {worst:.2e}");
+        io.assert_close("inception_input_299_img0", input.clone().slice([0..1]), INPUT_ATOL, 0.0);
+    }
+    let features = model.forward(input).unwrap(); // [n, 2048]
+    let name = features_name(&io);
+    io.assert_close(&name, features.clone(), FEATURE_ATOL, FEATURE_RTOL);
     let got = features.clone().try_into_vec_as::<f32>().unwrap();
-    let worst = got.iter().zip(&io.get("features_img4").values).map(|(&a, &e)| (a as f64 - e).abs()).fold(0.0, f64::max);
-    eprintln!("features_img4: max |Δ| {worst:.2e}");
+    let worst = got.iter().zip(&io.get(&name).values).map(|(&a, &e)| (a as f64 - e).abs()).fold(0.0, f64::max);
+    eprintln!("{name}: max |Δ| {worst:.2e}");
 
     // uint8 images are already on the 1/255 grid: the rFID rounding leaves them alone.
     let rounded = rfid_round(images.clone());
@@ -117,13 +139,14 @@ fn golden_inception_input_features_and_rfid_identity_vs_blur() {
     assert!(max_change < 1e-6, "rfid_round moved uint8 images by {max_change}");
 
     // Identity: the rounded images are the images, so their statistics are the same.
-    let real = FidStats::from_rows(&features.try_into_vec_as::<f32>().unwrap(), 2048).unwrap();
+    let dim = features.dims()[1];
+    let real = FidStats::from_rows(&features.try_into_vec_as::<f32>().unwrap(), dim).unwrap();
     let identity = real.fid(&real.clone()).unwrap();
     assert!(identity.abs() < 1e-6, "rFID of images vs themselves = {identity}");
 
     let blurred = box_blur(images).to_device(&device);
     let blurred = model.features(rfid_round(blurred)).unwrap();
-    let blurred = FidStats::from_rows(&blurred.try_into_vec_as::<f32>().unwrap(), 2048).unwrap();
+    let blurred = FidStats::from_rows(&blurred.try_into_vec_as::<f32>().unwrap(), dim).unwrap();
     let blur = real.fid(&blurred).unwrap();
     eprintln!("rFID identity {identity:.3e}, vs 3x3 box blur {blur:.3}");
     assert!(blur > 1.0, "rFID against a blurred copy = {blur}, identity {identity}");
@@ -132,26 +155,46 @@ fn golden_inception_input_features_and_rfid_identity_vs_blur() {
 /// Golden parity of the statistics and FID on stored feature sets.
 #[test]
 fn golden_fid_of_feature_sets_and_means() {
-    let mut io = IoTensors::load(&fid_dir());
+    for dir in fid_fixtures() {
+        check_fid_fixture(&dir);
+    }
+}
+
+/// Row counts and widths come from the stored feature sets.
+fn check_fid_fixture(dir: &Path) {
+    let mut io = IoTensors::load(dir);
     let (a, d) = rows(&mut io, "set_a_features");
     let (b, _) = rows(&mut io, "set_b_features");
+    let (na, nb) = (a.len() / d, b.len() / d);
     let sa = stats_in_chunks(&a, d, 37);
-    let sb = stats_in_chunks(&b, d, 200);
-    assert_eq!((sa.n, sb.n), (Some(200), Some(200)));
-    assert_f64_close("mu_a", sa.mu.as_slice(), &io.get("mu_a").values.clone(), 1e-12);
-    assert_f64_close("mu_b", sb.mu.as_slice(), &io.get("mu_b").values.clone(), 1e-12);
+    let sb = stats_in_chunks(&b, d, nb);
+    assert_eq!((sa.n, sb.n), (Some(na), Some(nb)));
+    for (name, stats) in [("mu_a", &sa), ("mu_b", &sb)] {
+        if io.has(name) {
+            assert_f64_close(name, stats.mu.as_slice(), &io.get(name).values.clone(), 1e-12);
+        }
+    }
     let fid = sa.fid(&sb).unwrap();
     let expected = io.scalar("fid_a_b");
     eprintln!("fid_a_b = {fid:.7} (fixture, scipy sqrtm: {expected:.7})");
     assert!((fid - expected).abs() <= FID_ATOL, "fid_a_b = {fid}, expected {expected}");
 
-    let (a, d) = rows(&mut io, "small_a_features");
-    let (b, _) = rows(&mut io, "small_b_features");
-    let small = stats_in_chunks(&a, d, 7).fid(&stats_in_chunks(&b, d, 500)).unwrap();
-    let expected = io.scalar("fid_small");
-    eprintln!("fid_small = {small:.11} (fixture: {expected:.11})");
-    assert!((small - expected).abs() <= FID_SMALL_ATOL, "fid_small = {small}, expected {expected}");
-    io.mark_inputs(&["images_u8", "inception_input_299_img0", "features_img4"]); // other test
+    // The full-rank sanity case, when stored.
+    if io.has("fid_small") {
+        let (a, d) = rows(&mut io, "small_a_features");
+        let (b, _) = rows(&mut io, "small_b_features");
+        let small = stats_in_chunks(&a, d, 7).fid(&stats_in_chunks(&b, d, b.len() / d)).unwrap();
+        let expected = io.scalar("fid_small");
+        eprintln!("fid_small = {small:.11} (fixture: {expected:.11})");
+        assert!((small - expected).abs() <= FID_SMALL_ATOL, "fid_small = {small}, expected {expected}");
+    }
+    // Compared by the Inception test.
+    let network: Vec<String> = io
+        .names()
+        .into_iter()
+        .filter(|n| n == "images_u8" || n.starts_with("inception_input_") || n.starts_with("features_img"))
+        .collect();
+    io.mark_inputs(&network.iter().map(String::as_str).collect::<Vec<_>>());
     io.assert_all_checked();
 }
 
@@ -483,4 +526,48 @@ fn inception_loading_errors_are_clear() {
         let err = InceptionV3::load(&other, &device).unwrap_err().to_string();
         assert!(err.contains("missing") && err.contains("net.layers.mixed_10"), "{err}");
     }
+}
+
+/// Statistics files are validated on load: a rank-deficient covariance of real features
+/// (the fixture's feature set: 200 images, 2048-d, with rounding-level negative eigenvalues) and its f32-rounded copy
+/// load; an asymmetric, an indefinite and a non-finite `sigma` are errors naming the file.
+#[test]
+fn fid_statistics_are_validated_when_loaded() {
+    let dir = temp_dir("fidcheck");
+    let mut io = IoTensors::load(&fid_fixtures()[0]);
+    let (a, d) = rows(&mut io, "set_a_features");
+    let real = FidStats::from_rows(&a, d).unwrap();
+    let path = dir.join("real.npz");
+    real.save_npz(&path).unwrap();
+    assert_eq!(FidStats::load_npz(&path).unwrap(), real);
+    // pytorch-fid style f32 storage of the same statistics.
+    let mu32 = NpyArray::new(vec![d], NpyData::F32(real.mu.iter().map(|&v| v as f32).collect())).unwrap();
+    let sigma32 =
+        NpyArray::new(vec![d, d], NpyData::F32(real.sigma.transpose().iter().map(|&v| v as f32).collect())).unwrap();
+    write_npz(&path, &[("mu", &mu32), ("sigma", &sigma32)]).unwrap();
+    let loaded = FidStats::load_npz(&path).unwrap();
+    assert!((loaded.fid(&real).unwrap()).abs() < 1e-3);
+
+    let small = |sigma: DMatrix<f64>, name: &str| -> String {
+        let p = dir.join(name);
+        FidStats { mu: DVector::zeros(sigma.nrows()), sigma, n: Some(10) }.save_npz(&p).unwrap();
+        let err = FidStats::load_npz(&p).unwrap_err().to_string();
+        assert!(err.contains(name), "the error names the file: {err}");
+        err
+    };
+    let mut asym = DMatrix::identity(4, 4);
+    asym[(0, 1)] = 0.3;
+    assert!(small(asym, "asym.npz").contains("not symmetric"));
+    let indefinite = DMatrix::from_row_slice(3, 3, &[1.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, -0.01]);
+    let err = small(indefinite, "indefinite.npz");
+    assert!(err.contains("not positive semi-definite (smallest eigenvalue -"), "{err}");
+    let mut nan = DMatrix::identity(3, 3);
+    nan[(2, 2)] = f64::NAN;
+    assert!(small(nan, "nan.npz").contains("NaN"));
+    // Exactly singular but PSD (a dead feature, a rank-1 block) is a valid covariance.
+    let singular = DMatrix::from_row_slice(3, 3, &[1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+    let p = dir.join("singular.npz");
+    FidStats { mu: DVector::zeros(3), sigma: singular, n: Some(2) }.save_npz(&p).unwrap();
+    assert!(FidStats::load_npz(&p).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,9 +1,10 @@
 //! Parity of the perceptual and adversarial losses with the reference code, and gradient
 //! checks of both as training losses.
 //!
-//! Fixtures under `TITOK_GOLDEN_DIR` (default `../shared/golden`, README §8 and §10):
+//! Fixtures under `TITOK_GOLDEN_DIR` (default `../shared/golden`, README §8 and §10), every
+//! one of each kind (a set without one fails), sizes read from the stored tensor names:
 //! - `lpips`: LPIPS-AlexNet distances and per-layer terms of the `lpips` 0.1.4 package at 64
-//!   and 256 px, with the weights `../shared/weights/lpips_alexnet.safetensors`
+//!   and 256 px, with the weights `$TITOK_SHARED_DIR/weights/lpips_alexnet.safetensors`
 //!   (`$LPIPS_ALEX_WEIGHTS` overrides). The VGG16 values of the same fixture are compared only
 //!   when `$LPIPS_VGG_WEIGHTS` names a VGG16 LPIPS file (torchvision layout); no such file ships
 //!   here, so by default they are reported as skipped.
@@ -21,7 +22,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Distribution, Tensor};
-use titok_model::golden::{IoTensors, golden_root, test_device};
+use titok_model::golden::{FixtureKind, IoTensors, shared_weights, stored_sizes, test_device};
 use titok_train::discriminator::{Discriminator, DiscriminatorConfig, GN_EPS, GN_GROUPS, LEAKY_SLOPE};
 use titok_train::losses::gan::{generator_loss, hinge_d_loss, lecam_loss};
 use titok_train::losses::{GanLossConfig, LecamEma, Lpips, LpipsNet};
@@ -31,18 +32,18 @@ const RTOL: f64 = 1e-4;
 const LOSS_RTOL: f64 = 1e-5;
 const LPIPS_ATOL: f64 = 1e-5;
 
-fn root() -> PathBuf {
-    golden_root(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden"))
-}
-
+/// `$LPIPS_ALEX_WEIGHTS`, else the shared weights (`$TITOK_SHARED_DIR/weights`).
 fn alexnet_weights() -> PathBuf {
     std::env::var_os("LPIPS_ALEX_WEIGHTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../weights/lpips_alexnet.safetensors"))
+        .unwrap_or_else(|| shared_weights("lpips_alexnet.safetensors"))
 }
 
+/// Every stored size (`a_{S}_u8`) of the fixture.
 fn check_lpips_net(io: &mut IoTensors, lpips: &Lpips, name: &str, device: &Device) {
-    for size in [64, 256] {
+    let sizes = stored_sizes(io, "a_", "_u8");
+    assert!(!sizes.is_empty(), "{}: no `a_{{S}}_u8` inputs", io.path.display());
+    for size in sizes {
         let a: Tensor<4> = io.float(&format!("a_{size}_u8"), device);
         let b: Tensor<4> = io.float(&format!("b_{size}_u8"), device);
         let out = lpips.forward(a, b).unwrap();
@@ -54,8 +55,14 @@ fn check_lpips_net(io: &mut IoTensors, lpips: &Lpips, name: &str, device: &Devic
 #[test]
 fn lpips_matches_the_reference() {
     let device = test_device();
-    let dir = root().join("lpips");
-    let mut io = IoTensors::load(&dir);
+    for dir in FixtureKind::Lpips.all() {
+        check_lpips_fixture(&dir, &device);
+    }
+}
+
+fn check_lpips_fixture(dir: &Path, device: &Device) {
+    let device = device.clone();
+    let mut io = IoTensors::load(dir);
 
     let alex = Lpips::load(&alexnet_weights(), &device).unwrap();
     assert_eq!(alex.net, LpipsNet::AlexNet);
@@ -84,43 +91,52 @@ fn lpips_loading_is_strict() {
     assert!(err.contains("missing:") && err.contains("features.28.weight"), "{err}");
     assert!(err.contains("wrong shape:") && err.contains("features.0.weight"), "{err}");
     // A file that is no LPIPS file at all.
-    let disc = root().join("discriminator_tiny/model.safetensors");
+    let disc = FixtureKind::Discriminator.first().join("model.safetensors");
     assert!(Lpips::load(&disc, &device).is_err());
 }
 
 #[test]
 fn discriminator_and_gan_losses_match_the_official_code() {
     let device = test_device();
-    let dir = root().join("discriminator_tiny");
+    for dir in FixtureKind::Discriminator.all() {
+        check_discriminator_fixture(&dir, &device);
+        eprintln!("parity ok: {}", dir.display());
+    }
+}
+
+/// Logits at every stored size (`real_{S}`, `fake_{S}`), the stage and pool intermediates when
+/// stored, and the losses, computed (as the official script does) on the smallest size.
+fn check_discriminator_fixture(dir: &Path, device: &Device) {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let config: DiscriminatorConfig = serde_json::from_value(json.clone()).unwrap();
-    assert_eq!(config, DiscriminatorConfig::tiny());
     // The fixed architecture constants agree with the fixture's record of them.
     assert_eq!(json["groupnorm_groups"], GN_GROUPS);
     assert_eq!(json["groupnorm_eps"], GN_EPS);
     assert_eq!(json["leaky_relu_slope"], LEAKY_SLOPE);
     assert_eq!(json["adaptive_max_pool"], serde_json::json!([16, 16]));
 
-    let d = Discriminator::load(&config, &dir.join("model.safetensors"), &device).unwrap();
-    let mut io = IoTensors::load(&dir);
-
-    let real = d.forward_with_intermediates(io.float("real_64", &device)).unwrap();
-    io.assert_close("real_64_stage2_out", real.stages[2].clone(), ATOL, RTOL);
-    io.assert_close("real_64_pool_out", real.pooled.clone(), ATOL, RTOL);
-    io.assert_close("logits_real_64", real.logits.clone(), ATOL, RTOL);
-    let fake = d.forward(io.float("fake_64", &device)).unwrap();
-    io.assert_close("logits_fake_64", fake.clone(), ATOL, RTOL);
-    // 160 px: the pool has overlapping bins (20 -> 16).
-    for name in ["real_160", "fake_160"] {
-        let logits = d.forward(io.float(name, &device)).unwrap();
-        io.assert_close(&format!("logits_{name}"), logits, ATOL, RTOL);
+    let d = Discriminator::load(&config, &dir.join("model.safetensors"), device).unwrap();
+    let mut io = IoTensors::load(dir);
+    let sizes = stored_sizes(&io, "real_", "");
+    assert!(!sizes.is_empty(), "{}: no `real_{{S}}` inputs", dir.display());
+    let mut first = None;
+    for &size in &sizes {
+        let real = d.forward_with_intermediates(io.float(&format!("real_{size}"), device)).unwrap();
+        for (i, stage) in real.stages.iter().enumerate() {
+            io.assert_close_if_stored(&format!("real_{size}_stage{i}_out"), || stage.clone(), ATOL, RTOL);
+        }
+        io.assert_close_if_stored(&format!("real_{size}_pool_out"), || real.pooled.clone(), ATOL, RTOL);
+        io.assert_close(&format!("logits_real_{size}"), real.logits.clone(), ATOL, RTOL);
+        let fake = d.forward(io.float(&format!("fake_{size}"), device)).unwrap();
+        io.assert_close(&format!("logits_fake_{size}"), fake.clone(), ATOL, RTOL);
+        first.get_or_insert((real.logits, fake));
     }
 
-    let (real, fake) = (real.logits, fake);
+    let (real, fake) = first.expect("one size");
     let scalar = |t: Tensor<1>| t.into_scalar::<f64>();
-    io.assert_scalar("hinge_d_loss", scalar(hinge_d_loss(real.clone(), fake.clone())), LOSS_RTOL);
-    io.assert_scalar("generator_loss", scalar(generator_loss(fake.clone())), LOSS_RTOL);
+    io.assert_scalar_if_stored("hinge_d_loss", || scalar(hinge_d_loss(real.clone(), fake.clone())), LOSS_RTOL);
+    io.assert_scalar_if_stored("generator_loss", || scalar(generator_loss(fake.clone())), LOSS_RTOL);
 
     let gan = GanLossConfig {
         discriminator_start: 0,
@@ -129,23 +145,29 @@ fn discriminator_and_gan_losses_match_the_official_code() {
         lecam_weight: json["lecam_regularization_weight"].as_f64().unwrap(),
         lecam_ema_decay: json["lecam_ema_decay"].as_f64().unwrap(),
     };
-    io.assert_scalar("lecam_weight", gan.lecam_weight, LOSS_RTOL);
-    let ema_real = io.scalar("ema_real_logits_mean");
-    let ema_fake = io.scalar("ema_fake_logits_mean");
-    let mut ema = LecamEma::from_values(ema_real, ema_fake, gan.lecam_ema_decay, &device);
-    let lecam = lecam_loss(real.clone().mean(), fake.clone().mean(), &ema);
-    io.assert_scalar("lecam_loss_unweighted", scalar(lecam), LOSS_RTOL);
+    io.assert_scalar_if_stored("lecam_weight", || gan.lecam_weight, LOSS_RTOL);
+    if io.has("ema_real_logits_mean") {
+        let ema_real = io.scalar("ema_real_logits_mean");
+        let ema_fake = io.scalar("ema_fake_logits_mean");
+        let mut ema = LecamEma::from_values(ema_real, ema_fake, gan.lecam_ema_decay, device);
+        let lecam = lecam_loss(real.clone().mean(), fake.clone().mean(), &ema);
+        io.assert_scalar_if_stored("lecam_loss_unweighted", || scalar(lecam), LOSS_RTOL);
 
-    let loss = gan.discriminator_loss(0, real, fake, &mut ema);
-    io.assert_scalar("discriminator_loss_total", scalar(loss.total), LOSS_RTOL);
-    io.assert_scalar("lecam_loss_unweighted", scalar(loss.lecam), LOSS_RTOL);
-    io.assert_close("ema_real_logits_mean_updated", ema.real.clone(), 1e-7, LOSS_RTOL);
-    io.assert_close("ema_fake_logits_mean_updated", ema.fake.clone(), 1e-7, LOSS_RTOL);
+        let loss = gan.discriminator_loss(0, real, fake, &mut ema);
+        io.assert_scalar_if_stored("discriminator_loss_total", || scalar(loss.total), LOSS_RTOL);
+        io.assert_scalar_if_stored("lecam_loss_unweighted", || scalar(loss.lecam), LOSS_RTOL);
+        io.assert_close_if_stored("ema_real_logits_mean_updated", || ema.real.clone(), 1e-7, LOSS_RTOL);
+        io.assert_close_if_stored("ema_fake_logits_mean_updated", || ema.fake.clone(), 1e-7, LOSS_RTOL);
+    }
 
-    // Second LeCam case: both relu branches active.
-    let case2 = LecamEma::from_values(-0.5, 0.7, 0.999, &device);
-    let mean = |v: f32| Tensor::<1>::from_floats([v], &device);
-    io.assert_scalar("lecam_loss_unweighted_case2", scalar(lecam_loss(mean(1.5), mean(-1.0), &case2)), LOSS_RTOL);
+    // Second LeCam case of the official script (README §8): both relu branches active.
+    let case2 = LecamEma::from_values(-0.5, 0.7, 0.999, device);
+    let mean = |v: f32| Tensor::<1>::from_floats([v], device);
+    io.assert_scalar_if_stored(
+        "lecam_loss_unweighted_case2",
+        || scalar(lecam_loss(mean(1.5), mean(-1.0), &case2)),
+        LOSS_RTOL,
+    );
     io.assert_all_checked();
 }
 
@@ -220,8 +242,10 @@ fn lpips_gradient_matches_a_finite_difference() {
 #[test]
 fn gan_losses_train_the_right_parts() {
     let device = Device::flex().autodiff();
-    let dir = root().join("discriminator_tiny");
-    let d = Discriminator::load(&DiscriminatorConfig::tiny(), &dir.join("model.safetensors"), &device).unwrap();
+    let dir = FixtureKind::Discriminator.first();
+    let config: DiscriminatorConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let d = Discriminator::load(&config, &dir.join("model.safetensors"), &device).unwrap();
     let decoder = TinyDecoder::new(&device);
     let input = Tensor::<4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
     let real = Tensor::<4>::random([2, 3, 32, 32], Distribution::Uniform(0.0, 1.0), &device);

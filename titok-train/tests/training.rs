@@ -266,9 +266,9 @@ fn data_parallel_steps_match_single_device() {
     let one = scratch("dp-one");
     run_ok("single-stage", &cfg, &one, &sets);
     let two = scratch("dp-two");
-    let out = command("single-stage", &cfg, &two, &sets).args(["--devices", "cpu,cpu"]).output().unwrap();
+    let out = command("single-stage", &cfg, &two, &sets).args(["--devices", "cpu,cpu", "--threads", "1"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cpu (flex) + cpu (flex)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cpu (flex, 1 thread) + cpu (flex, 1 thread)"));
     let (a, b) = (logged(&one, "train", "Loss"), logged(&two, "train", "Loss"));
     assert!(a.len() >= 6, "{} logged losses", a.len());
     assert_eq!(a.len(), b.len());

@@ -184,9 +184,13 @@ fn finish(result: &DatasetEval, json: Option<&Path>, timer: &Timer, verb: &str) 
     for n in &result.notes {
         println!("note: {n}");
     }
+    for w in &result.warnings {
+        eprintln!("warning: {w}");
+    }
     if let Some(path) = json {
         let mut v = result.report.to_json();
         v["notes"] = serde_json::json!(result.notes);
+        v["warnings"] = serde_json::json!(result.warnings);
         v["skipped"] = serde_json::json!(result.skipped.iter().map(line).collect::<Vec<_>>());
         v["seconds"] = serde_json::json!(result.seconds);
         write_bytes(&OutputGuard::default(), path, serde_json::to_string_pretty(&v)?.as_bytes())?;

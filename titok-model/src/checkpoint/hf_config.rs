@@ -254,6 +254,7 @@ pub fn titok_config_json(config: &TitokConfig, name: &str) -> Value {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
+    super::refuse_stand_in(path)?;
     let text = std::fs::read_to_string(path)
         .map_err(|e| TitokError::ConfigFile { path: path.to_path_buf(), reason: e.to_string() })?;
     serde_json::from_str(&text)

@@ -11,6 +11,7 @@
 pub mod generator;
 pub mod hf_config;
 pub mod keymap;
+mod not_weights;
 mod safetensors_header;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use burn::tensor::{DType, Device};
 pub use generator::{generator_config, generator_config_json, load_generator, load_generator_weights, save_generator};
 pub use hf_config::{HfConfig, titok_config_json};
 pub use keymap::{KeyMap, KeyRule};
+pub use not_weights::{StandIn, recognise as recognise_stand_in, refuse_stand_in};
 pub use safetensors_header::{TensorInfo, read_safetensors_header};
 
 use crate::config::VqganConfig;
@@ -96,6 +98,7 @@ pub fn check_fit(
 /// Loads official safetensors weights into `module` strictly (see the module docs).
 ///
 /// # Errors
+/// [`TitokError::NotWeights`] for a Git LFS pointer or an HTML page in place of the file,
 /// [`TitokError::CheckpointRead`] for unreadable or corrupt files,
 /// [`TitokError::CheckpointMismatch`] when the tensors do not fit the model.
 pub fn load_safetensors<M: Module + ModuleSnapshot>(mut module: M, path: &Path, keymap: &KeyMap) -> Result<M> {
@@ -120,6 +123,7 @@ pub fn load_safetensors<M: Module + ModuleSnapshot>(mut module: M, path: &Path, 
 /// # Errors
 /// As [`load_safetensors`] (the header check is done by burn-store's apply result).
 pub fn load_pytorch<M: Module + ModuleSnapshot>(mut module: M, path: &Path, keymap: &KeyMap) -> Result<M> {
+    refuse_stand_in(path)?;
     let mut store = PytorchStore::from_file(path).allow_partial(true).validate(false);
     for (from, to) in keymap.import_patterns() {
         store = store.with_key_remapping(from, to);

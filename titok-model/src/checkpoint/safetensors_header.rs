@@ -19,9 +19,11 @@ pub struct TensorInfo {
 /// Reads and checks the header of a safetensors file.
 ///
 /// # Errors
+/// [`TitokError::NotWeights`] for a Git LFS pointer or an HTML page saved under the name;
 /// [`TitokError::CheckpointRead`] when the file is missing, shorter than its header says, has
 /// an unparsable header, or tensor data ranges that do not fit the declared shapes/file size.
 pub fn read_safetensors_header(path: &Path) -> Result<BTreeMap<String, TensorInfo>> {
+    super::refuse_stand_in(path)?;
     let err = |reason: String| TitokError::CheckpointRead { path: path.to_path_buf(), reason };
     let mut file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
     let file_len = file.metadata().map_err(|e| err(e.to_string()))?.len();

@@ -13,10 +13,10 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, LayerNorm, Linear};
-use burn::tensor::activation::gelu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Distribution, Int, Tensor};
+use titok_kernels::gelu;
 
 use crate::error::Result;
 use crate::generator::bert::{BERT_INIT_STD, init_embedding, init_linear};

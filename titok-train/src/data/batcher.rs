@@ -16,7 +16,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use image::RgbImage;
 
 use super::error::{DataError, Result};
-use super::image_io::{DecodeLimits, decode_rgb_with, extend_chw};
+use super::image_io::{DecodeLimits, decode_image_with, extend_chw};
+use super::notices::NoticeLog;
 use super::record::ImageRecord;
 use super::transform::Transform;
 
@@ -113,7 +114,8 @@ impl EpochClock {
     }
 }
 
-/// Turns [`ImageRecord`]s into an [`ImageBatch`]: read -> decode (with limits) -> RGB ->
+/// Turns [`ImageRecord`]s into an [`ImageBatch`]: read -> decode (with limits; EXIF
+/// orientation applied, ICC profiles converted to sRGB, noted in the [`NoticeLog`]) -> RGB ->
 /// [`Transform`] -> `[B, 3, S, S]` in `[0, 1]`.
 ///
 /// The random crop/flip of an item is drawn from `(transform.seed, epoch, record.index)`, so
@@ -130,6 +132,7 @@ pub struct ImageBatcher {
     limits: DecodeLimits,
     clock: Arc<EpochClock>,
     skips: Arc<SkipLog>,
+    notices: Arc<NoticeLog>,
 }
 
 impl ImageBatcher {
@@ -140,7 +143,13 @@ impl ImageBatcher {
             base: AtomicU64::new(0),
             visits: Mutex::new(Vec::new()),
         };
-        Self { transform, limits: DecodeLimits::default(), clock: Arc::new(clock), skips: Arc::default() }
+        Self {
+            transform,
+            limits: DecodeLimits::default(),
+            clock: Arc::new(clock),
+            skips: Arc::default(),
+            notices: Arc::default(),
+        }
     }
 
     /// Uses other decoding limits.
@@ -178,6 +187,12 @@ impl ImageBatcher {
         self.skips.count()
     }
 
+    /// The shared log of what decoding noticed (orientations, colour conversions, animations,
+    /// formats and sizes).
+    pub fn notice_log(&self) -> Arc<NoticeLog> {
+        self.notices.clone()
+    }
+
     /// Loads one item as the batcher does: read, decode, transform for `epoch`.
     ///
     /// # Errors
@@ -185,8 +200,9 @@ impl ImageBatcher {
     pub fn load(&self, record: &ImageRecord, epoch: u64) -> Result<RgbImage> {
         let location = record.location();
         let bytes = record.source.read()?;
-        let image = decode_rgb_with(&bytes, &location, self.limits)?;
-        self.transform.apply(&image, epoch, record.index).map_err(|e| match e {
+        let decoded = decode_image_with(&bytes, &location, self.limits)?;
+        self.notices.record(&location, &decoded);
+        self.transform.apply(&decoded.image, epoch, record.index).map_err(|e| match e {
             DataError::TooLarge { reason, .. } => DataError::TooLarge { name: location, reason },
             DataError::Input(reason) => DataError::Decode { name: location, reason },
             other => other,

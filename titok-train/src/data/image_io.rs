@@ -11,7 +11,15 @@
 //! - CMYK and YCCK JPEGs are converted by the `image` 0.25 / zune-jpeg decoder itself
 //!   (Adobe-inverted storage, `R = C' * K' / 255`, the same values as Pillow's conversion),
 //!   checked by a test with a generated CMYK JPEG;
-//! - EXIF orientation and ICC profiles are ignored (as PIL does by default).
+//!
+//! Where Pillow's default would show the model something other than what the user sees, the
+//! decoder follows the user ([`DecodedImage::notes`] says what was done, so reports can name it):
+//! - **EXIF orientation** (JPEG, PNG, WebP, TIFF) is applied before any resize or crop, so a
+//!   phone photo held upright is tokenized upright ([`Orientation`]; PIL needs
+//!   `ImageOps.exif_transpose` for this);
+//! - **ICC profiles** other than sRGB (Adobe RGB, Display P3, ...) are converted to sRGB
+//!   ([`super::color`]); sRGB-tagged and untagged files are left exactly as stored;
+//! - **animated** GIF, APNG and WebP files give their first frame, with a notice.
 //!
 //! zune-jpeg, as configured by `image`, decodes a truncated JPEG *successfully* and fills the
 //! missing part with grey. [`decode_rgb`] therefore walks the JPEG marker structure first and
@@ -21,8 +29,10 @@ use std::io::Cursor;
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use image::{ImageError, ImageFormat, ImageReader, RgbImage};
+use image::metadata::Orientation;
+use image::{AnimationDecoder, DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, RgbImage};
 
+use super::color::{IccHandling, convert_to_srgb};
 use super::error::{DataError, Result};
 
 /// Limits applied while decoding an image file.
@@ -90,15 +100,132 @@ pub fn decode_rgb(bytes: &[u8], name: &str) -> Result<RgbImage> {
 /// # Errors
 /// As [`decode_rgb`].
 pub fn decode_rgb_with(bytes: &[u8], name: &str, limits: DecodeLimits) -> Result<RgbImage> {
+    decode_image_with(bytes, name, limits).map(|d| d.image)
+}
+
+/// A decoded image with what the decoder did to show it as intended.
+#[derive(Debug, Clone)]
+pub struct DecodedImage {
+    /// The image as displayed: orientation applied, sRGB, 8-bit RGB.
+    pub image: RgbImage,
+    /// The container format.
+    pub format: ImageFormat,
+    /// Width and height as stored in the file (before the orientation was applied).
+    pub stored: (u32, u32),
+    /// The EXIF orientation applied (`NoTransforms` when none or absent).
+    pub orientation: Orientation,
+    /// What was done with the embedded ICC profile.
+    pub icc: IccHandling,
+    /// Whether the file is animated (GIF, APNG, WebP): only its first frame is used.
+    pub animated: bool,
+}
+
+impl DecodedImage {
+    /// Notes for reports, one per thing worth saying: the orientation applied, the colour
+    /// conversion (or why the profile was not applied), the first frame of an animation.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.orientation != Orientation::NoTransforms {
+            let (w, h) = self.stored;
+            let (dw, dh) = self.image.dimensions();
+            notes.push(format!(
+                "EXIF orientation {} applied ({}; stored {w}x{h}, shown {dw}x{dh})",
+                self.orientation.to_exif(),
+                describe_orientation(self.orientation)
+            ));
+        }
+        notes.extend(self.icc.note());
+        if self.animated {
+            notes.push(format!("animated {}: only the first frame is used", format_name(self.format)));
+        }
+        notes
+    }
+
+    /// Whether the container is lossy (JPEG; WebP may be either and is not counted).
+    pub fn is_lossy(&self) -> bool {
+        self.format == ImageFormat::Jpeg
+    }
+}
+
+/// What an EXIF orientation does to the stored image, in words.
+pub fn describe_orientation(o: Orientation) -> &'static str {
+    match o {
+        Orientation::NoTransforms => "as stored",
+        Orientation::Rotate90 => "rotated 90 degrees clockwise",
+        Orientation::Rotate180 => "rotated 180 degrees",
+        Orientation::Rotate270 => "rotated 90 degrees counter-clockwise",
+        Orientation::FlipHorizontal => "mirrored left-right",
+        Orientation::FlipVertical => "mirrored top-bottom",
+        Orientation::Rotate90FlipH => "rotated 90 degrees clockwise and mirrored",
+        Orientation::Rotate270FlipH => "rotated 90 degrees counter-clockwise and mirrored",
+    }
+}
+
+fn format_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Gif => "GIF",
+        ImageFormat::Png => "PNG (APNG)",
+        ImageFormat::WebP => "WebP",
+        _ => "image",
+    }
+}
+
+/// Decodes encoded image bytes as [`decode_rgb_with`] does and says what was done to them.
+///
+/// # Errors
+/// As [`decode_rgb`].
+pub fn decode_image_with(bytes: &[u8], name: &str, limits: DecodeLimits) -> Result<DecodedImage> {
     let format = detect_format(bytes, name)?;
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         return Err(DataError::TruncatedJpeg { name: name.to_string() });
     }
     let mut reader = ImageReader::new(Cursor::new(bytes));
     reader.set_format(format);
-    reader.limits(limits.to_image_limits());
-    let image = reader.decode().map_err(|e| image_error(e, name))?;
-    Ok(image.into_rgb8())
+    let image_limits = limits.to_image_limits();
+    reader.limits(image_limits.clone());
+    let mut decoder = reader.into_decoder().map_err(|e| image_error(e, name))?;
+    // As `ImageReader::decode`: the output buffer counts against the allocation limit.
+    let mut remaining = image_limits;
+    remaining.reserve(decoder.total_bytes()).map_err(|e| image_error(e, name))?;
+    decoder.set_limits(remaining).map_err(|e| image_error(e, name))?;
+    // Metadata problems never lose the image: a broken EXIF block means no rotation, a broken
+    // profile is reported by `convert_to_srgb`.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let icc = decoder.icc_profile().ok().flatten();
+    let dynamic = DynamicImage::from_decoder(decoder).map_err(|e| image_error(e, name))?;
+    let stored = (dynamic.width(), dynamic.height());
+    let mut image = dynamic.into_rgb8();
+    let icc = match icc {
+        Some(profile) => convert_to_srgb(&mut image, &profile),
+        None => IccHandling::Untagged,
+    };
+    let image = orient(image, orientation);
+    Ok(DecodedImage { image, format, stored, orientation, icc, animated: is_animated(bytes, format) })
+}
+
+/// Applies an EXIF orientation to an RGB image.
+fn orient(image: RgbImage, orientation: Orientation) -> RgbImage {
+    if orientation == Orientation::NoTransforms {
+        return image;
+    }
+    let mut dynamic = DynamicImage::ImageRgb8(image);
+    dynamic.apply_orientation(orientation);
+    dynamic.into_rgb8()
+}
+
+/// Whether an image file holds more than one frame (an animated GIF, an APNG, an animated
+/// WebP). Decoding errors count as "not animated": the first frame was already decoded.
+fn is_animated(bytes: &[u8], format: ImageFormat) -> bool {
+    match format {
+        ImageFormat::Gif => image::codecs::gif::GifDecoder::new(Cursor::new(bytes))
+            .map(|d| d.into_frames().take(2).filter(|f| f.is_ok()).count() > 1)
+            .unwrap_or(false),
+        ImageFormat::Png => {
+            image::codecs::png::PngDecoder::new(Cursor::new(bytes)).is_ok_and(|d| d.is_apng().unwrap_or(false))
+        }
+        ImageFormat::WebP => image::codecs::webp::WebPDecoder::new(Cursor::new(bytes)).is_ok_and(|d| d.has_animation()),
+        _ => false,
+    }
 }
 
 /// The format of encoded image bytes: from the file signature, else (for formats without one,

@@ -7,7 +7,8 @@
 //!    [`ImageRecord`]s (a shared byte range or a path, a label, a name, the dataset index); both
 //!    datasets implement `burn::data::dataset::Dataset<ImageRecord>`.
 //! 2. **Batch** with [`ImageBatcher`] (a burn `Batcher`, so `DataLoaderBuilder::num_workers`
-//!    parallelises it): read -> decode to RGB with limits ([`image_io`]) -> [`Transform`]
+//!    parallelises it): read -> decode to RGB with limits, EXIF orientation applied, ICC
+//!    profiles converted to sRGB ([`image_io`]) -> [`Transform`]
 //!    (resize the shorter side with a bit-exact port of Pillow's antialiased bicubic,
 //!    [`resize_bicubic`] -> random/centre crop -> flip) ->
 //!    [`ImageBatch`] `{ images: [B, 3, S, S] in [0, 1], labels, names }`. Unreadable files are
@@ -43,10 +44,12 @@
 //! and passes each item's epoch to [`ImageBatcher::batch_with_epochs`].
 
 mod batcher;
+mod color;
 mod error;
 mod folder;
 pub mod image_io;
 mod image_list;
+mod notices;
 mod record;
 mod resample;
 mod rng;
@@ -54,8 +57,10 @@ mod tar;
 mod transform;
 
 pub use batcher::{ImageBatch, ImageBatcher, SkipLog};
+pub use color::{IccHandling, convert_to_srgb};
 pub use error::{DataError, Result};
 pub use folder::ImageFolder;
+pub use notices::{FileSummary, NoticeLog};
 pub use image_list::{ImageList, IndexOptions, LabelSource, Skipped};
 pub use record::{ImageRecord, ImageSource, MAX_ENCODED_BYTES};
 pub use resample::resize_bicubic;

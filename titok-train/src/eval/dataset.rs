@@ -30,7 +30,7 @@ use super::inception::{FEATURE_DIM, InceptionV3};
 use super::npz::AdmNpzWriter;
 use super::report::{CodebookReport, FidKind, FidScore, MetricsReport, RunningMean};
 use crate::data::image_io::has_image_extension;
-use crate::data::{ImageBatch, ImageBatcher, ImageFolder, ImageRecord, TarImages, Transform};
+use crate::data::{FileSummary, ImageBatch, ImageBatcher, ImageFolder, ImageRecord, TarImages, Transform};
 use crate::losses::Lpips;
 
 /// Settings shared by the dataset loops.
@@ -146,6 +146,9 @@ pub struct DatasetEval {
     pub skipped: Vec<(String, String)>,
     /// Remarks on metrics that could not be computed.
     pub notes: Vec<String>,
+    /// Why a metric may not be comparable with the official protocol: lossy or off-size
+    /// samples and reference images ([`FileSummary::fid_warnings`]).
+    pub warnings: Vec<String>,
     /// Wall time of the loop in seconds.
     pub seconds: f64,
     /// FID statistics of the real images when this run computed them (reconstruction with
@@ -321,7 +324,7 @@ pub fn evaluate_reconstruction(
         lpips: m_lpips.mean(),
         codebook: counts.as_deref().map(codebook_report),
     };
-    Ok(DatasetEval { report, skipped, notes, seconds: started.elapsed().as_secs_f64(), real_stats })
+    Ok(DatasetEval { report, skipped, notes, warnings: Vec::new(), seconds: started.elapsed().as_secs_f64(), real_stats })
 }
 
 fn real_stats_mismatch(saved: usize, read: usize) -> EvalError {
@@ -336,8 +339,19 @@ fn no_images(source: &str, skipped: &[(String, String)]) -> EvalError {
     EvalError::Input(format!("no image of {source} could be read{example}"))
 }
 
+/// FID statistics of an image set, with what was seen of its files.
+#[derive(Debug, Clone)]
+pub struct ImageStats {
+    /// The statistics.
+    pub stats: FidStats,
+    /// Files left out as unreadable, with the reasons.
+    pub skipped: Vec<(String, String)>,
+    /// Formats, sizes and decoding notices of the files read.
+    pub files: FileSummary,
+}
+
 /// FID statistics of an image set at resolution `size` (eval transform), with the files left
-/// out.
+/// out and a summary of the files read (for [`FileSummary::fid_warnings`]).
 ///
 /// # Errors
 /// [`EvalError::Input`] when fewer than two images could be read; the network's errors.
@@ -347,7 +361,7 @@ pub fn image_stats(
     inception: &InceptionV3,
     options: &EvalOptions,
     device: &Device,
-) -> Result<(FidStats, Vec<(String, String)>)> {
+) -> Result<ImageStats> {
     options.check()?;
     let batcher = ImageBatcher::new(Transform::eval(size as u32));
     let mut acc = FeatureAccumulator::new(FEATURE_DIM);
@@ -368,7 +382,7 @@ pub fn image_stats(
             skipped.first().map(|(f, r)| format!(" (e.g. {f}: {r})")).unwrap_or_default()
         )));
     }
-    Ok((acc.stats()?, skipped))
+    Ok(ImageStats { stats: acc.stats()?, skipped, files: batcher.notice_log().summary() })
 }
 
 /// FID statistics from an `.npz` (see [`FidStats::load_npz`]) checked to be of the FID
@@ -397,6 +411,9 @@ pub struct Reference {
     pub source: String,
     /// Reference files left out as unreadable.
     pub skipped: Vec<(String, String)>,
+    /// Warnings about the reference images (lossy, not at the model's size; see
+    /// [`FileSummary::fid_warnings`]); empty for statistics files.
+    pub warnings: Vec<String>,
 }
 
 impl Reference {
@@ -417,11 +434,12 @@ impl Reference {
         let is_npz = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("npz"));
         if is_npz {
             let stats = load_inception_stats(path)?;
-            return Ok(Self { stats, source: path.display().to_string(), skipped: Vec::new() });
+            return Ok(Self { stats, source: path.display().to_string(), skipped: Vec::new(), warnings: Vec::new() });
         }
         let images = EvalImages::open(path, split, limit)?;
-        let (stats, skipped) = image_stats(&images, size, inception, options, device)?;
-        Ok(Self { stats, source: images.source, skipped })
+        let r = image_stats(&images, size, inception, options, device)?;
+        let warnings = r.files.fid_warnings("reference images", size as u32);
+        Ok(Self { stats: r.stats, source: images.source, skipped: r.skipped, warnings })
     }
 }
 
@@ -526,7 +544,14 @@ pub fn evaluate_generation(
         codebook: Some(codebook_report(&counts)),
         ..MetricsReport::default()
     };
-    Ok(DatasetEval { report, skipped: Vec::new(), notes, seconds: started.elapsed().as_secs_f64(), real_stats: None })
+    Ok(DatasetEval {
+        report,
+        skipped: Vec::new(),
+        notes,
+        warnings: reference.warnings.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+        real_stats: None,
+    })
 }
 
 /// gFID of existing samples (an image folder or tar, at resolution `size`) against `reference`.
@@ -542,7 +567,7 @@ pub fn evaluate_samples(
     device: &Device,
 ) -> Result<DatasetEval> {
     let started = Instant::now();
-    let (stats, skipped) = image_stats(samples, size, inception, options, device)?;
+    let ImageStats { stats, skipped, files } = image_stats(samples, size, inception, options, device)?;
     let n = stats.n.unwrap_or(0);
     let value = stats.fid(&reference.stats)?;
     let report = MetricsReport {
@@ -555,6 +580,7 @@ pub fn evaluate_samples(
         report,
         skipped,
         notes: Vec::new(),
+        warnings: [files.fid_warnings("samples", size as u32), reference.warnings.clone()].concat(),
         seconds: started.elapsed().as_secs_f64(),
         real_stats: None,
     })

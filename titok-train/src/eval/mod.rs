@@ -26,8 +26,8 @@ pub mod report;
 pub mod resize;
 
 pub use dataset::{
-    DatasetEval, EvalImages, EvalOptions, GenerationPlan, ReconMetrics, Reference, as_saved_samples, evaluate_generation,
-    evaluate_reconstruction, evaluate_samples, image_stats, load_inception_stats,
+    DatasetEval, EvalImages, EvalOptions, GenerationPlan, ImageStats, ReconMetrics, Reference, as_saved_samples,
+    evaluate_generation, evaluate_reconstruction, evaluate_samples, image_stats, load_inception_stats,
 };
 pub use error::{EvalError, Result};
 pub use frechet::{FeatureAccumulator, FidStats, frechet_distance};
