@@ -6,10 +6,11 @@
 //! splits the tensor over rayon's pool and uses polynomial `exp`/`erf` that the compiler turns
 //! into SIMD code.
 
-use burn::backend::DispatchDevice;
 use burn::tensor::activation::gelu as burn_gelu;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
+
+use crate::host::{forced_reference, host_inference};
 
 /// Elements per rayon task.
 const CHUNK: usize = 16 * 1024;
@@ -86,14 +87,7 @@ pub enum GeluPath {
 impl GeluPath {
     /// The path for `x`; `TITOK_FUSED_GELU=reference` forces Burn's `gelu`.
     pub fn for_input<const D: usize>(x: &Tensor<D>) -> Self {
-        #[allow(unreachable_patterns)]
-        let flex = match x.device().inner().as_dispatch() {
-            #[cfg(feature = "flex")]
-            DispatchDevice::Flex(_) => true,
-            _ => false,
-        };
-        let inference = x.gradient_checkpointing_strategy().is_none();
-        if flex && inference && x.dtype() == DType::F32 && !crate::conv3x3::forced_reference("TITOK_FUSED_GELU") {
+        if host_inference(x) && x.dtype() == DType::F32 && !forced_reference("TITOK_FUSED_GELU") {
             Self::Fused
         } else {
             Self::Reference

@@ -10,11 +10,11 @@
 
 use std::cell::Cell;
 
-use burn::backend::DispatchDevice;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 
+use crate::host::{forced_reference, host_inference};
 use crate::winograd::{WinogradTransform, conv3x3_winograd};
 
 /// Which implementation [`conv3x3_same`] runs.
@@ -44,15 +44,8 @@ impl Conv3x3Path {
     /// (for side-by-side timing); [`with_conv3x3_path`] overrides the choice on one thread.
     pub fn for_input(x: &Tensor<4>, weight: &Tensor<4>) -> Self {
         let [batch, cin, h, w] = x.dims();
-        #[allow(unreachable_patterns)]
-        let flex = match x.device().inner().as_dispatch() {
-            #[cfg(feature = "flex")]
-            DispatchDevice::Flex(_) => true,
-            _ => false,
-        };
-        let inference = x.gradient_checkpointing_strategy().is_none() && weight.gradient_checkpointing_strategy().is_none();
-        let eligible =
-            flex && inference && x.dtype() == DType::F32 && weight.dtype() == DType::F32 && cin >= WINOGRAD_MIN_CHANNELS;
+        let inference = host_inference(x) && weight.gradient_checkpointing_strategy().is_none();
+        let eligible = inference && x.dtype() == DType::F32 && weight.dtype() == DType::F32 && cin >= WINOGRAD_MIN_CHANNELS;
         let forced = FORCED.with(Cell::get);
         let winograd = match forced {
             Some(Self::Reference) => false,
@@ -79,12 +72,6 @@ pub fn with_conv3x3_path<R>(path: Conv3x3Path, f: impl FnOnce() -> R) -> R {
     }
     let _restore = Restore(FORCED.with(|c| c.replace(Some(path))));
     f()
-}
-
-/// Whether the environment variable `var` is set to `reference` (read at every call: a few
-/// hundred nanoseconds against a convolution's milliseconds).
-pub(crate) fn forced_reference(var: &str) -> bool {
-    std::env::var(var).is_ok_and(|v| v == "reference")
 }
 
 /// 3x3 convolution, stride 1, zero padding 1 on every side, one group.

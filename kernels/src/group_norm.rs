@@ -7,11 +7,12 @@
 //! the activation twice (statistics in f64, then normalise + affine + SiLU in place), in
 //! parallel over `(image, group)` blocks, which are contiguous in NCHW.
 
-use burn::backend::DispatchDevice;
 use burn::nn::GroupNorm;
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, Tensor, TensorData};
 use rayon::prelude::*;
+
+use crate::host::{forced_reference, host_inference};
 
 /// Which implementation [`group_norm_silu`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,17 +26,11 @@ pub enum GroupNormPath {
 impl GroupNormPath {
     /// The path for input `x`; `TITOK_FUSED_NORM=reference` forces the reference path.
     pub fn for_input(x: &Tensor<4>, norm: &GroupNorm) -> Self {
-        #[allow(unreachable_patterns)]
-        let flex = match x.device().inner().as_dispatch() {
-            #[cfg(feature = "flex")]
-            DispatchDevice::Flex(_) => true,
-            _ => false,
-        };
         let tracked = |p: &Option<burn::module::Param<Tensor<1>>>| {
             p.as_ref().is_some_and(|p| p.val().gradient_checkpointing_strategy().is_some())
         };
-        let inference = x.gradient_checkpointing_strategy().is_none() && !tracked(&norm.gamma) && !tracked(&norm.beta);
-        if flex && inference && x.dtype() == DType::F32 && !crate::conv3x3::forced_reference("TITOK_FUSED_NORM") {
+        let inference = host_inference(x) && !tracked(&norm.gamma) && !tracked(&norm.beta);
+        if inference && x.dtype() == DType::F32 && !forced_reference("TITOK_FUSED_NORM") {
             Self::Fused
         } else {
             Self::Reference

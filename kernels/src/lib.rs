@@ -24,6 +24,7 @@ mod conv3x3;
 #[cfg(feature = "cube")]
 mod forward;
 mod group_norm;
+mod host;
 #[cfg(feature = "cube")]
 mod kernel;
 mod matmul;

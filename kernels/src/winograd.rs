@@ -346,63 +346,54 @@ fn gather_patch(
 /// `V[ξ][t] = (Bᵀ d B)[ξ]` for the patch in `s.patch`.
 fn input_transform(s: &mut Scratch, t: usize, block: usize, cin: usize, tr: WinogradTransform) {
     let alpha = tr.alpha();
-    // tmp[p][j] = Σ_i Bᵀ[p][i] d[i][j]
-    let tmp = &mut s.tmp[..alpha * alpha * cin];
-    tmp.fill(0.0);
-    for p in 0..alpha {
-        for i in 0..alpha {
-            let k = tr.bt[p * alpha + i];
-            if k == 0.0 {
-                continue;
-            }
-            for j in 0..alpha {
-                let src = &s.patch[(i * alpha + j) * cin..][..cin];
-                axpy(&mut tmp[(p * alpha + j) * cin..][..cin], k, src);
-            }
-        }
-    }
-    // V[p][q] = Σ_j tmp[p][j] Bᵀ[q][j]
-    for p in 0..alpha {
-        for q in 0..alpha {
-            let dst = &mut s.v[((p * alpha + q) * block + t) * cin..][..cin];
-            dst.fill(0.0);
-            for j in 0..alpha {
-                let k = tr.bt[q * alpha + j];
-                if k != 0.0 {
-                    axpy(dst, k, &tmp[(p * alpha + j) * cin..][..cin]);
-                }
-            }
-        }
-    }
+    sandwich(tr.bt, alpha, alpha, cin, &mut s.tmp, &s.patch, |e| e * cin, &mut s.v, |e| (e * block + t) * cin);
 }
 
 /// `s.out_tile = Aᵀ M_t A` for tile `t` of the block.
 fn output_transform(s: &mut Scratch, t: usize, block: usize, cout: usize, tr: WinogradTransform) {
     let (m, alpha) = (tr.m, tr.alpha());
-    // tmp[r][q] = Σ_p Aᵀ[r][p] M[p][q]
-    let tmp = &mut s.tmp[..m * alpha * cout];
+    sandwich(tr.at, m, alpha, cout, &mut s.tmp, &s.prod, |e| (e * block + t) * cout, &mut s.out_tile, |e| e * cout);
+}
+
+/// The two-sided transform of both Winograd stages over vectors of `n` channels:
+/// `dst[r][c] = Σ_p Σ_q mat[r][p] · src[p][q] · mat[c][q]`, `mat` `[rows, cols]` row-major, `src`
+/// a `cols x cols` grid of vectors at offsets `src_at(p · cols + q)`, `dst` a `rows x rows`
+/// grid at `dst_at(r · rows + c)`. Zero coefficients are skipped (the matrices are sparse).
+#[allow(clippy::too_many_arguments)]
+fn sandwich(
+    mat: &[f32],
+    rows: usize,
+    cols: usize,
+    n: usize,
+    tmp: &mut [f32],
+    src: &[f32],
+    src_at: impl Fn(usize) -> usize,
+    dst: &mut [f32],
+    dst_at: impl Fn(usize) -> usize,
+) {
+    // tmp[r][q] = Σ_p mat[r][p] src[p][q]
+    let tmp = &mut tmp[..rows * cols * n];
     tmp.fill(0.0);
-    for r in 0..m {
-        for p in 0..alpha {
-            let k = tr.at[r * alpha + p];
+    for r in 0..rows {
+        for p in 0..cols {
+            let k = mat[r * cols + p];
             if k == 0.0 {
                 continue;
             }
-            for q in 0..alpha {
-                let src = &s.prod[((p * alpha + q) * block + t) * cout..][..cout];
-                axpy(&mut tmp[(r * alpha + q) * cout..][..cout], k, src);
+            for q in 0..cols {
+                axpy(&mut tmp[(r * cols + q) * n..][..n], k, &src[src_at(p * cols + q)..][..n]);
             }
         }
     }
-    // Y[r][c] = Σ_q tmp[r][q] Aᵀ[c][q]
-    for r in 0..m {
-        for c in 0..m {
-            let dst = &mut s.out_tile[(r * m + c) * cout..][..cout];
-            dst.fill(0.0);
-            for q in 0..alpha {
-                let k = tr.at[c * alpha + q];
+    // dst[r][c] = Σ_q tmp[r][q] mat[c][q]
+    for r in 0..rows {
+        for c in 0..rows {
+            let d = &mut dst[dst_at(r * rows + c)..][..n];
+            d.fill(0.0);
+            for q in 0..cols {
+                let k = mat[c * cols + q];
                 if k != 0.0 {
-                    axpy(dst, k, &tmp[(r * alpha + q) * cout..][..cout]);
+                    axpy(d, k, &tmp[(r * cols + q) * n..][..n]);
                 }
             }
         }

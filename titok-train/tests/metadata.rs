@@ -42,20 +42,18 @@ fn exif_orientation(value: u16) -> Vec<u8> {
 
 fn png_with(image: &RgbImage, exif: Option<Vec<u8>>, icc: Option<Vec<u8>>) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut enc = PngEncoder::new(&mut out);
-    if let Some(e) = exif {
-        enc.set_exif_metadata(e).unwrap();
-    }
-    if let Some(p) = icc {
-        enc.set_icc_profile(p).unwrap();
-    }
-    enc.write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::Rgb8).unwrap();
+    encode_with(PngEncoder::new(&mut out), image, exif, icc);
     out
 }
 
 fn jpeg_with(image: &RgbImage, exif: Option<Vec<u8>>, icc: Option<Vec<u8>>) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut enc = JpegEncoder::new_with_quality(&mut out, 95);
+    encode_with(JpegEncoder::new_with_quality(&mut out, 95), image, exif, icc);
+    out
+}
+
+/// Writes `image` with `enc`, embedding the EXIF block and ICC profile when given.
+fn encode_with(mut enc: impl ImageEncoder, image: &RgbImage, exif: Option<Vec<u8>>, icc: Option<Vec<u8>>) {
     if let Some(e) = exif {
         enc.set_exif_metadata(e).unwrap();
     }
@@ -63,7 +61,6 @@ fn jpeg_with(image: &RgbImage, exif: Option<Vec<u8>>, icc: Option<Vec<u8>>) -> V
         enc.set_icc_profile(p).unwrap();
     }
     enc.write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::Rgb8).unwrap();
-    out
 }
 
 /// The stored image that an EXIF `orientation` turns into `upright`: the inverse transform.
