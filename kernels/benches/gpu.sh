@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs the nearest-code benchmark (fused CubeCL kernel vs matmul + argmin) on a real
-# GPU and prints its markdown table, ready for book/src/benchmarks.md.
+# GPU and prints its markdown table, ready for book/src/kernel.md, then the analytic H200 table.
 #
 #   kernels/benches/gpu.sh                 # wgpu (Vulkan on Linux/NVIDIA, Metal, DX12), full grid
 #   kernels/benches/gpu.sh --cuda          # burn-cuda (needs the CUDA driver; the first build
@@ -42,3 +42,5 @@ fi
 
 cargo bench --workspace ${features[@]+"${features[@]}"} --bench nearest_code -- \
   --device "$device" ${grid[@]+"${grid[@]}"} ${extra[@]+"${extra[@]}"}
+# The analytic H200 expectation beside the measurement (book/src/kernel.md, "Analytic roofline").
+cargo bench --workspace ${features[@]+"${features[@]}"} --bench nearest_code -- --roofline

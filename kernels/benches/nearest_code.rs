@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo bench --workspace --bench nearest_code -- [--device wgpu|flex|cuda] [--full] [--iters 5]
+//! cargo bench --workspace --bench nearest_code -- --roofline    # analytic H200 table, no device
 //! ```
 //! `--full` (or `NEAREST_CODE_BENCH_FULL=1`) runs the issue's grid: N = 4096 x {32, 64, 128}
 //! latents, K in {1024, 4096, 8192, 16384}, D in {12, 16, 64, 256}. The default is a reduced grid
@@ -14,8 +15,8 @@
 //! `min_dim_with_indices`). Times are medians over `--iters` synchronised calls after
 //! one warm-up (shader compilation, autotune). Peak memory: on flex the growth of host memory,
 //! measured with a counting allocator; on GPU devices the bytes each path must allocate, computed
-//! from the shapes (fused: the two `[N]` outputs; unfused: at least the `[N, K]` f32 product,
-//! plus its outputs), marked `(analytic)`. The unfused path is skipped where that product alone
+//! from the shapes (fused: the two `[N]` outputs and the `[K]` code norms; unfused: at least the
+//! `[N, K]` f32 product, plus its outputs), marked `(analytic)`. The unfused path is skipped where that product alone
 //! exceeds `--max-unfused-gb` (default 20; the elementwise step may allocate a second one), and a
 //! failure of it (out of memory) is reported in the table instead of ending the run.
 
@@ -89,6 +90,65 @@ fn options() -> Options {
     }
 }
 
+/// Grid of the issue (`--full`): N latents, K codes, D widths.
+const FULL_N: [usize; 3] = [4096 * 32, 4096 * 64, 4096 * 128];
+const FULL_K: [usize; 4] = [1024, 4096, 8192, 16384];
+const FULL_D: [usize; 4] = [12, 16, 64, 256];
+
+/// NVIDIA H200 SXM peaks (datasheet): f32 on CUDA cores, TF32 on tensor cores (dense), HBM3e.
+const H200_F32_FLOPS: f64 = 67e12;
+const H200_TF32_FLOPS: f64 = 495e12;
+const H200_HBM_BYTES_PER_S: f64 = 4.8e12;
+
+/// Prints the analytic roofline of both paths on an H200 for every point of the full grid.
+///
+/// * fused kernel: `D` FMAs per (row, code) pair for the dot, plus about 7 f32 instructions for
+///   the score and the best-two fold, all on CUDA cores (`2 (D + 7)` flops at 67 TFLOP/s); DRAM
+///   traffic is the inputs once (`4 N D + 4 K D`; the codebook is re-read by every cube from L2,
+///   at most 16.8 MB here, under the 50 MB L2), the `[K]` norms and the `[N]` outputs.
+/// * unfused: the `[N, K]` product on tensor cores (TF32, the most favourable case for it),
+///   then the product written, the elementwise distances read and written, and `argmin` reading
+///   them: `12 N K` bytes at 4.8 TB/s.
+///
+/// Both bounds scale with `N K`, so the expected ratio depends on `D` only.
+fn print_roofline() {
+    println!(
+        "analytic roofline, NVIDIA H200 SXM: f32 {:.0} TFLOP/s (CUDA cores), TF32 {:.0} TFLOP/s \
+         (tensor cores), HBM {:.1} TB/s",
+        H200_F32_FLOPS / 1e12,
+        H200_TF32_FLOPS / 1e12,
+        H200_HBM_BYTES_PER_S / 1e12
+    );
+    println!(
+        "| N | K | D | fused GFLOP | fused DRAM MB | fused bound us | unfused GFLOP | unfused DRAM GB \
+         | unfused bound us | expected speed-up |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for n in FULL_N {
+        for k in FULL_K {
+            for d in FULL_D {
+                let (nf, kf, df) = (n as f64, k as f64, d as f64);
+                let fused_flops = 2.0 * nf * kf * (df + 7.0);
+                let fused_bytes = 4.0 * (nf * df + kf * df) + 8.0 * kf + 8.0 * nf;
+                let fused_s = (fused_flops / H200_F32_FLOPS).max(fused_bytes / H200_HBM_BYTES_PER_S);
+                let unfused_flops = 2.0 * nf * kf * df;
+                let unfused_bytes = 12.0 * nf * kf + 4.0 * (nf * df + kf * df) + 8.0 * nf;
+                let unfused_s = unfused_flops / H200_TF32_FLOPS + unfused_bytes / H200_HBM_BYTES_PER_S;
+                println!(
+                    "| {n} | {k} | {d} | {:.1} | {:.1} | {:.0} | {:.1} | {:.2} | {:.0} | {:.2}x |",
+                    fused_flops / 1e9,
+                    fused_bytes / 1e6,
+                    fused_s * 1e6,
+                    unfused_flops / 1e9,
+                    unfused_bytes / 1e9,
+                    unfused_s * 1e6,
+                    unfused_s / fused_s
+                );
+            }
+        }
+    }
+}
+
 /// Median wall time (s) of `f` over `iters` synchronised calls, after one warm-up, and the
 /// host-memory growth during one call (bytes).
 fn time<T>(device: &Device, iters: usize, mut f: impl FnMut() -> T) -> (f64, usize) {
@@ -119,16 +179,16 @@ fn human_bytes(bytes: f64) -> String {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--roofline") {
+        print_roofline();
+        return;
+    }
     let opts = options();
     let device = &opts.device;
     let path = NearestCodePath::for_device(device);
     let on_gpu = path == NearestCodePath::FusedKernel;
     let (ns, ks, ds): (Vec<usize>, Vec<usize>, Vec<usize>) = if opts.full {
-        (
-            vec![4096 * 32, 4096 * 64, 4096 * 128],
-            vec![1024, 4096, 8192, 16384],
-            vec![12, 16, 64, 256],
-        )
+        (FULL_N.to_vec(), FULL_K.to_vec(), FULL_D.to_vec())
     } else if on_gpu {
         (vec![2048], vec![1024, 4096], vec![12, 64])
     } else {
@@ -182,7 +242,8 @@ fn main() {
                 let index_bytes = 8.0; // i64/i32 index + f32 distance, upper bound
                 let (fused_mem, unfused_mem) = if on_gpu {
                     (
-                        human_bytes(n as f64 * index_bytes),
+                        // The outputs and the codebook's [K] squared norms and scales (f32).
+                        human_bytes(n as f64 * index_bytes + 8.0 * k as f64),
                         format!(">= {}", human_bytes(product_bytes + n as f64 * index_bytes)),
                     )
                 } else {

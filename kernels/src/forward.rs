@@ -14,18 +14,9 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::{CubeCount, CubeDim};
 
 use crate::NearestCodeBackend;
-use crate::kernel::{TileConfig, nearest_code_kernel};
+use crate::kernel::{nearest_code_kernel, row_norms_kernel};
+use crate::tiles::{DeviceLimits, tile_config};
 
-/// Units along the codes of a tile (power of two) and along the rows of a block.
-const CODE_LANES: usize = 16;
-const ROW_LANES: usize = 16;
-/// Register micro-tile of a unit: rows x codes.
-const ROWS_PER_UNIT: usize = 4;
-const CODES_PER_UNIT: usize = 4;
-/// Widths up to this keep the latent block resident (in registers); wider ones stream it.
-const RESIDENT_DEPTH: usize = 16;
-/// Feature chunk of the streamed case when shared memory allows (fewer barriers), else 16.
-const STREAM_DEPTH: usize = 32;
 /// Largest cube count along one grid axis on every API (WebGPU, Vulkan, CUDA y/z).
 const MAX_CUBES_PER_AXIS: usize = 65_535;
 
@@ -52,30 +43,6 @@ impl NearestCodeBackend for CubeBackend {
     ) -> (IntTensor<Self>, FloatTensor<Self>) {
         launch_nearest_code(z, codebook, l2_normalize, index_dtype)
     }
-}
-
-/// The tile shape for width `d`, shrunk when the device allows fewer units or less shared memory.
-pub(crate) fn tile_config(d: usize, l2_normalize: bool, max_units: usize, max_shared_bytes: usize) -> TileConfig {
-    let resident_rows = d <= RESIDENT_DEPTH;
-    let mut tile = TileConfig {
-        code_lanes: CODE_LANES,
-        row_lanes: ROW_LANES,
-        codes_per_unit: CODES_PER_UNIT,
-        rows_per_unit: ROWS_PER_UNIT,
-        depth: if resident_rows { d.max(1) } else { STREAM_DEPTH },
-        resident_rows,
-        l2_normalize,
-    };
-    if tile.shared_bytes() > max_shared_bytes && !resident_rows {
-        tile.depth = RESIDENT_DEPTH;
-    }
-    while (tile.units() > max_units || tile.shared_bytes() > max_shared_bytes) && tile.row_lanes > 1 {
-        tile.row_lanes /= 2;
-        if tile.code_lanes > 1 && (tile.units() > max_units || tile.shared_bytes() > max_shared_bytes) {
-            tile.code_lanes /= 2;
-        }
-    }
-    tile
 }
 
 /// Nearest code of every row of `z` on a CubeCL device.
@@ -106,56 +73,76 @@ pub(crate) fn launch_nearest_code(
     }
 
     let hardware = &client.properties().hardware;
-    let tile = tile_config(
-        d,
-        l2_normalize,
-        hardware.max_units_per_cube as usize,
-        hardware.max_shared_memory_size,
-    );
-    let cubes = n.div_ceil(tile.block_rows());
-    let cubes_x = cubes.min(MAX_CUBES_PER_AXIS);
-    let cubes_y = cubes.div_ceil(cubes_x);
-    debug_assert!(k >= 1 && cubes_y <= MAX_CUBES_PER_AXIS);
+    let max_units = hardware.max_units_per_cube as usize;
+    let limits = DeviceLimits {
+        max_units,
+        max_shared_bytes: hardware.max_shared_memory_size,
+        parallelism: hardware
+            .num_streaming_multiprocessors
+            .or(hardware.num_cpu_cores)
+            .unwrap_or(1) as usize,
+    };
+    let tile = tile_config(n, d, k, l2_normalize, limits);
+    let storage = dtype_to_storage_type(float_dtype);
 
+    // Once per codebook (and per latent batch in l2 mode): squared norms and scales, [K] / [N].
+    let (code_sq_norm, code_scale) = row_norms(&codebook, l2_normalize, max_units);
+    let z_scale = if l2_normalize {
+        row_norms(&z, true, max_units).1
+    } else {
+        code_scale.clone() // never read in plain mode
+    };
+
+    let (cubes_x, cubes_y) = grid(n.div_ceil(tile.block_rows()));
     // SAFETY: every global read and write in the kernel is guarded by the tensor extents, and the
     // shared-memory indices are bounded by the comptime tile shape.
     unsafe {
         nearest_code_kernel::launch_unchecked(
             &client,
-            CubeCount::Static(cubes_x as u32, cubes_y as u32, 1),
-            CubeDim::new_2d(tile.code_lanes as u32, tile.row_lanes as u32),
+            CubeCount::Static(cubes_x, cubes_y, 1),
+            CubeDim::new_1d(tile.units as u32),
             z.into_tensor_arg(),
             codebook.into_tensor_arg(),
+            code_sq_norm.into_tensor_arg(),
+            code_scale.into_tensor_arg(),
+            z_scale.into_tensor_arg(),
             indices.clone().into_tensor_arg(),
             distances.clone().into_tensor_arg(),
             tile,
-            [dtype_to_storage_type(float_dtype), dtype_to_storage_type(index_dtype)],
+            [storage, dtype_to_storage_type(index_dtype)],
         );
     }
     (indices, distances)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The default tile (256 units) fits in 16 KiB of shared memory, Vulkan's guaranteed minimum;
-    /// devices with fewer units or less shared memory get a smaller tile with power-of-two lanes.
-    #[test]
-    fn tile_fits_the_device_limits() {
-        for d in [1, 12, 16, 17, 64, 512] {
-            let tile = tile_config(d, false, 256, 16 * 1024);
-            assert_eq!((tile.code_lanes, tile.row_lanes), (CODE_LANES, ROW_LANES), "D={d}");
-            assert!(tile.shared_bytes() <= 16 * 1024, "D={d}: {} B", tile.shared_bytes());
-            assert_eq!(tile.depth, d.min(RESIDENT_DEPTH), "D={d}");
-            assert_eq!(tile.resident_rows, d <= RESIDENT_DEPTH);
-            // With 32 KiB (lavapipe; NVIDIA has 48) wide rows stream in chunks of 32.
-            let wide = tile_config(d, false, 1024, 32 * 1024);
-            assert_eq!(wide.depth, if d <= RESIDENT_DEPTH { d } else { STREAM_DEPTH }, "D={d}");
-            assert!(wide.shared_bytes() <= 32 * 1024);
-        }
-        let small = tile_config(512, true, 64, 6 * 1024);
-        assert!(small.units() <= 64 && small.shared_bytes() <= 6 * 1024, "{small:?}");
-        assert!(small.code_lanes.is_power_of_two() && small.l2_normalize);
+/// Squared norms and scales `[R]` (f32) of the rows of `x: [R, D]` ([`row_norms_kernel`]).
+fn row_norms(x: &CubeTensor, l2_normalize: bool, max_units: usize) -> (CubeTensor, CubeTensor) {
+    let rows = x.shape()[0];
+    let client = x.client.clone();
+    let sq_norm = empty_device_dtype(client.clone(), x.device.clone(), Shape::new([rows]), DType::F32);
+    let scale = empty_device_dtype(client.clone(), x.device.clone(), Shape::new([rows]), DType::F32);
+    let units = max_units.clamp(1, 256);
+    let (cubes_x, cubes_y) = grid(rows.div_ceil(units));
+    // SAFETY: the kernel guards every access by the tensor extents.
+    unsafe {
+        row_norms_kernel::launch_unchecked(
+            &client,
+            CubeCount::Static(cubes_x, cubes_y, 1),
+            CubeDim::new_1d(units as u32),
+            x.clone().into_tensor_arg(),
+            sq_norm.clone().into_tensor_arg(),
+            scale.clone().into_tensor_arg(),
+            l2_normalize,
+            dtype_to_storage_type(x.dtype),
+        );
     }
+    (sq_norm, scale)
+}
+
+/// `cubes` laid out as `(x, y)` within the per-axis limit; kernels linearise `x + y * X`.
+fn grid(cubes: usize) -> (u32, u32) {
+    let x = cubes.clamp(1, MAX_CUBES_PER_AXIS);
+    let y = cubes.div_ceil(x).max(1);
+    debug_assert!(y <= MAX_CUBES_PER_AXIS);
+    (x as u32, y as u32)
 }

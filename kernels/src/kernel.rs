@@ -1,114 +1,120 @@
-//! The fused nearest-codebook CubeCL kernel: `argmin_j ||z_i - c_j||²` without an `N x K` matrix.
+//! The fused nearest-codebook CubeCL kernel in GEMM form: `argmin_j (||c_j||² - 2 z·c_j)` without
+//! an `N x K` matrix, then an exact re-check of the best two candidates.
 //!
 //! # Work split
-//! One cube owns a block of `BM = rows_per_unit * row_lanes` latent rows and walks the whole
-//! codebook in tiles of `BN = codes_per_unit * code_lanes` codes. The cube's units form a
-//! `code_lanes x row_lanes` grid (`UNIT_POS_X`, `UNIT_POS_Y`); each unit owns a register
-//! micro-tile of `rows_per_unit x codes_per_unit` (row, code) pairs, strided by the lane counts
-//! so that neighbouring units read neighbouring shared-memory words:
+//! One cube owns a block of `BM = units * rows_per_unit` latent rows and walks the whole codebook
+//! in tiles of `BN = codes_per_tile` codes. Unit `u` owns the rows `row0 + u + i * units`
+//! (`i < rows_per_unit`) and keeps them in registers; **every unit reads the same code at the
+//! same time**. The code tile lives in shared memory as `[BN][depth / 4]` four-column vectors
+//! (`vec4`), indexed by compile-time constants only, so a GPU serves each read as one broadcast
+//! (no bank conflicts) and one read feeds `4 * rows_per_unit` FMAs. Registers are compile-time
+//! lists of scalar variables (`Sequence`), not arrays.
 //!
-//! ```text
-//! rows  of unit (x, y): row0 + y + i * row_lanes,    i < rows_per_unit
-//! codes of unit (x, y): code0 + x + j * code_lanes,  j < codes_per_unit
-//! ```
+//! * `D <= 16` (TiTok widths 12 and 16; `depth = D` rounded up to 4): a unit loads its rows
+//!   once, then for each code of a tile computes the dot products and folds the score into its
+//!   running minima.
+//! * Wider rows stream `depth` columns per chunk; the unit keeps `rows x BN` partial dots in
+//!   registers across the chunks of a tile (the usual GEMM K-loop) and scores after the last.
 //!
-//! For every codebook tile the feature dimension `D` is streamed through shared memory in chunks
-//! of `depth` columns (`zs: [depth][BM]`, `cs: [depth][BN]`, padded by one word against bank
-//! conflicts); each unit accumulates its pairs in registers, then folds them into a running
-//! `(distance, index)` minimum per row. When `D <= 16` (the TiTok widths 12 and 16;
-//! `depth = D`) the latent block is loaded once and each unit keeps its rows in registers, so
-//! only the codebook streams. After the last tile the `code_lanes` partial minima of a row are merged by a tree
-//! reduction in shared memory.
+//! Why `vec4` and many rows per unit: lavapipe (CI's software Vulkan) turns every memory
+//! instruction into a loop over its SIMD lanes, so the number of loads per FMA decides its speed.
+//! Measured at `N = 2048`, `K = 1024`, `D = 64`: scalar shared reads with 2 rows per unit took
+//! 690 ms, `vec4` reads 107 ms, `vec4` with 4 rows and 8-column chunks 54 ms (the tile sweep is in
+//! the book's kernel chapter).
+
+//! # Scores and the exact re-check
+//! Per code the kernel reads `bias_j` and `scale_j` from [`row_norms_kernel`], run once per
+//! codebook: plain mode `||c||²` and `1`, l2 mode `||ĉ||²` and `1 / max(||c||, 1e-12)`. The score
+//! of row `z` (scaled by its own `1 / max(||z||, 1e-12)` in l2 mode, `ẑ`) is
+//! `bias_j - 2 scale_j (ẑ·c_j)`: the squared distance minus the row's constant `||ẑ||²`. Each
+//! unit keeps the best two `(score, code)` per row; padding codes past `K` score `f32::MAX` and
+//! never enter. After the last tile the unit recomputes both candidates' distances directly,
+//! `Σ (ẑ - ĉ)²` in f32, and returns the nearer (the lower index on equal distances). The direct
+//! sum has no cancellation, so the returned distance is accurate to a few ulps of itself; the
+//! re-check also repairs the expanded form's error (`~1e-7 (||z||² + ||c||²)`) whenever the
+//! true winner is among the two best scores (test `large_magnitudes_keep_small_distances_exact`).
+//!
+//! # Ties
+//! Every unit visits the codes in increasing order and replaces a candidate only on a strict
+//! `<`, so among equal scores the lower index is kept; the re-check compares
+//! `(distance, index)` lexicographically.
 //!
 //! # Why per-invocation work stays bounded
-//! Only two loops run over runtime extents: tiles (`ceil(K / BN)`) and depth chunks
-//! (`ceil(D / depth)`); everything inside them is unrolled at compile time. A unit therefore
-//! runs `ceil(K / BN) * ceil(D / depth)` loop iterations: 16,384 at K = 65,536, D = 512 with
-//! `depth` 32 (32,768 where shared memory limits `depth` to 16). This matters on Mesa's
-//! lavapipe, whose shader compiler silently ends every loop of an invocation after 65,535
-//! iterations in total (`LP_MAX_TGSI_LOOP_ITERATIONS`, see `BURN-NOTES.md` §2).
-//!
-//! # Exactness
-//! * Plain mode accumulates `(z - c)²` directly in f32: no `||z||² + ||c||² - 2 z·c`
-//!   cancellation, so distances are accurate even for large magnitudes.
-//! * l2 mode normalises on the fly: it accumulates `z·c`, `||z||²` and `||c||²` and returns
-//!   `||ẑ||² + ||ĉ||² - 2 ẑ·ĉ` with `ẑ = z / max(||z||, 1e-12)` (like `F.normalize`), clamped at 0.
-//! * Ties go to the lowest index: a unit visits its codes in increasing order with a strict `<`,
-//!   and the cross-unit merge compares `(distance, index)` lexicographically, which is
-//!   associative, so the tree order cannot change the winner.
+//! Only three loops run over runtime extents: codebook tiles, depth chunks, and the re-check's
+//! `2 * rows_per_unit * D` columns; everything else is unrolled at compile time
+//! ([`TileConfig::loop_iterations`]). Mesa's lavapipe silently ends every loop of an invocation
+//! after 65,535 iterations in total (`LP_MAX_TGSI_LOOP_ITERATIONS`, `BURN-NOTES.md` §2);
+//! the tile table keeps the count under [`crate::tiles::LOOP_BUDGET`].
 
 use burn_cubecl::cubecl;
 use cubecl::prelude::*;
 
-/// Index of a unit that has not seen any code yet (it owns no code of a short codebook).
+pub(crate) use crate::tiles::TileConfig;
+
+/// Candidate slot that holds no code yet.
 const NO_CODE: u32 = u32::MAX;
 
-/// Compile-time tile shape of [`nearest_code_kernel`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct TileConfig {
-    /// Units along the codes of a tile (`CUBE_DIM_X`); a power of two.
-    pub code_lanes: usize,
-    /// Units along the rows of a block (`CUBE_DIM_Y`).
-    pub row_lanes: usize,
-    /// Codes per unit and tile.
-    pub codes_per_unit: usize,
-    /// Rows per unit.
-    pub rows_per_unit: usize,
-    /// Feature columns per shared-memory chunk.
-    pub depth: usize,
-    /// `D == depth`: the latent block is loaded once and each unit keeps its rows in registers.
-    pub resident_rows: bool,
-    /// Normalise latents and codes on the fly (cosine codes).
-    pub l2_normalize: bool,
-}
-
-impl TileConfig {
-    /// Latent rows per cube (`BM`).
-    pub fn block_rows(&self) -> usize {
-        self.rows_per_unit * self.row_lanes
-    }
-
-    /// Codes per tile (`BN`).
-    pub fn block_codes(&self) -> usize {
-        self.codes_per_unit * self.code_lanes
-    }
-
-    /// Units per cube.
-    pub fn units(&self) -> usize {
-        self.code_lanes * self.row_lanes
-    }
-
-    /// Shared memory the kernel declares, in bytes (f32 tiles + u32 reduction indices).
-    pub fn shared_bytes(&self) -> usize {
-        4 * (self.z_tile_len() + self.c_tile_len() + self.block_rows() * self.code_lanes)
-    }
-
-    /// Words of the latent tile; it doubles as the distance buffer of the final reduction.
-    fn z_tile_len(&self) -> usize {
-        (self.depth * (self.block_rows() + 1)).max(self.block_rows() * self.code_lanes)
-    }
-
-    /// Words of the codebook tile.
-    fn c_tile_len(&self) -> usize {
-        self.depth * (self.block_codes() + 1)
+/// Squared norm and scale of every row of `x: [R, D]`, read as f32.
+///
+/// * plain mode: `sq_norm = Σ x²`, `scale = 1`
+/// * l2 mode: `scale = 1 / max(||x||, 1e-12)` (as `F.normalize`), `sq_norm = Σ x² · scale²`,
+///   the squared norm of the normalised row (1, or 0 for a zero row)
+///
+/// One unit per row; launch `ceil(R / CUBE_DIM_X)` cubes (linearised over `CUBE_POS_X +
+/// CUBE_POS_Y * CUBE_COUNT_X`). Runs `D` loop iterations per unit.
+#[cube(launch_unchecked)]
+pub(crate) fn row_norms_kernel<F: Float>(
+    x: &Tensor<F>,
+    sq_norm: &mut Tensor<f32>,
+    scale: &mut Tensor<f32>,
+    #[comptime] l2_normalize: bool,
+    #[define(F)] _dtype: ElemType,
+) {
+    let rows = x.shape(0);
+    let d = x.shape(1);
+    let row = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+    if row < rows {
+        let mut sum = 0.0f32;
+        for col in 0..d {
+            let v = f32::cast_from(x[row * x.stride(0) + col * x.stride(1)]);
+            sum += v * v;
+        }
+        if l2_normalize {
+            let mut norm = sum.sqrt();
+            if norm < 1e-12f32 {
+                norm = 1e-12f32;
+            }
+            let inv = 1.0f32 / norm;
+            sq_norm[row] = sum * inv * inv;
+            scale[row] = inv;
+        } else {
+            sq_norm[row] = sum;
+            scale[row] = 1.0f32;
+        }
     }
 }
 
 /// Nearest codebook row and its squared distance for every latent row.
 ///
-/// * `z`: latents `[N, D]`, f32/f16/bf16 (accumulated in f32); read through its strides, but
-///   contiguous rows give coalesced loads (the launcher makes them so).
+/// * `z`: latents `[N, D]`, f32/f16/bf16 (accumulated in f32), read through its strides.
 /// * `codebook`: `[K, D]`, same dtype, `K >= 1`.
+/// * `code_sq_norm`, `code_scale`: `[K]` f32 from [`row_norms_kernel`] on the codebook.
+/// * `z_scale`: `[N]` f32, the rows' `scale` from [`row_norms_kernel`] (read in l2 mode only).
 /// * `out_index`: `[N]`, index in `0..K` (lowest index on ties).
-/// * `out_distance`: `[N]` f32, the minimum squared distance.
+/// * `out_distance`: `[N]` f32, the squared distance to that code (of the normalised rows in l2
+///   mode).
 ///
-/// Launch with `CubeDim::new_2d(code_lanes, row_lanes)` and at least `ceil(N / BM)` cubes
-/// (linearised over `CUBE_POS_X + CUBE_POS_Y * CUBE_COUNT_X`); cubes past the last row block
-/// write nothing. Every global access is guarded, so an unchecked launch is sound.
+/// Launch with `CubeDim::new_1d(units)` and at least `ceil(N / BM)` cubes (linearised over
+/// `CUBE_POS_X + CUBE_POS_Y * CUBE_COUNT_X`); cubes past the last row block write nothing. Every
+/// global access is guarded, so an unchecked launch is sound.
 #[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn nearest_code_kernel<F: Float, I: Int>(
     z: &Tensor<F>,
     codebook: &Tensor<F>,
+    code_sq_norm: &Tensor<f32>,
+    code_scale: &Tensor<f32>,
+    z_scale: &Tensor<f32>,
     out_index: &mut Tensor<I>,
     out_distance: &mut Tensor<f32>,
     #[comptime] tile: TileConfig,
@@ -118,243 +124,277 @@ pub(crate) fn nearest_code_kernel<F: Float, I: Int>(
     let d = z.shape(1);
     let k = codebook.shape(0);
 
-    let code_lanes = tile.code_lanes;
-    let row_lanes = tile.row_lanes;
+    let units = tile.units;
     let tm = tile.rows_per_unit;
-    let tn = tile.codes_per_unit;
+    let bn = tile.codes_per_tile;
     let depth = tile.depth;
     let bm = comptime!(tile.block_rows());
-    let bn = comptime!(tile.block_codes());
-    let units = comptime!(tile.units());
-    let zs_stride = comptime!(tile.block_rows() + 1);
-    let cs_stride = comptime!(tile.block_codes() + 1);
-    let z_loads = comptime!((tile.depth * tile.block_rows()).div_ceil(tile.units()));
-    let c_loads = comptime!((tile.depth * tile.block_codes()).div_ceil(tile.units()));
+    let code_loads = comptime!((tile.codes_per_tile * tile.depth / 4).div_ceil(tile.units));
+    let norm_loads = comptime!(tile.codes_per_tile.div_ceil(tile.units));
 
-    let ux = UNIT_POS_X as usize;
-    let uy = UNIT_POS_Y as usize;
-    let unit = uy * code_lanes + ux;
+    let unit = UNIT_POS_X as usize;
     let cube = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
     let row0 = cube * bm;
 
-    let mut zs = Shared::<[f32]>::new_slice(comptime!(tile.z_tile_len()));
-    let mut cs = Shared::<[f32]>::new_slice(comptime!(tile.c_tile_len()));
-    let mut red_index = Shared::<[u32]>::new_slice(comptime!(tile.block_rows() * tile.code_lanes));
+    // Code tile `[BN][depth / 4]` of vec4, per-code bias `||c||²` and `2 · scale`.
+    let quads = comptime!(tile.depth / 4);
+    let mut cs =
+        Shared::<[Vector<f32, Const<4>>]>::new_slice(comptime!(tile.codes_per_tile * tile.depth / 4));
+    let mut bias_s = Shared::<[f32]>::new_slice(bn);
+    let mut scale_s = Shared::<[f32]>::new_slice(bn);
 
-    // Running minimum of this unit's rows over the codes it has visited.
-    let mut best_distance = Array::<f32>::new(tm);
-    let mut best_index = Array::<u32>::new(tm);
-    #[unroll]
-    for i in 0..tm {
-        best_distance[i] = f32::max_value();
-        best_index[i] = NO_CODE;
+    // Row scale: `1 / max(||z||, 1e-12)` in l2 mode, 1 otherwise.
+    let mut row_scale = filled::<f32>(tm, 1.0f32);
+    if tile.l2_normalize {
+        #[unroll]
+        for i in 0..tm {
+            let row = row0 + unit + i * units;
+            let scale = z_scale[clamp_max(row, n - 1)];
+            *row_scale.index_mut(i) = scale;
+        }
     }
 
-    // Resident rows (D <= 16, depth = D): the unit's rows live in registers for the whole kernel.
-    let mut z_regs = Array::<f32>::new(comptime!(if tile.resident_rows {
-        tile.rows_per_unit * tile.depth
-    } else {
-        1
-    }));
+    // The best two (score, code) per row.
+    let max_score = f32::max_value();
+    let mut best1 = filled::<f32>(tm, max_score);
+    let mut best2 = filled::<f32>(tm, max_score);
+    let no_code = NO_CODE;
+    let mut code1 = filled::<u32>(tm, no_code);
+    let mut code2 = filled::<u32>(tm, no_code);
+
+    // The unit's rows, one chunk of `depth` columns: `zr[i * depth + kk]`, scaled.
+    let mut zr = filled::<f32>(comptime!(tile.rows_per_unit * tile.depth), 0.0f32);
     if tile.resident_rows {
-        load_tile::<F>(z, &mut zs, row0, n, 0, d, unit, units, z_loads, bm, zs_stride, depth);
-        sync_cube();
-        #[unroll]
-        for kk in 0..depth {
-            #[unroll]
-            for i in 0..tm {
-                z_regs[i * depth + kk] = zs[kk * zs_stride + uy + i * row_lanes];
-            }
-        }
+        load_rows::<F>(z, &mut zr, row0, unit, n, 0, d, &row_scale, units, tm, depth);
     }
 
     let tiles = (k + bn - 1) / bn;
     let chunks = (d + depth - 1) / depth;
     for t in 0..tiles {
         let code0 = t * bn;
-        // Per pair: Σ(z - c)² (plain) or Σ z·c (l2); per row / code: Σ z², Σ c² (l2 only).
-        let mut acc = Array::<f32>::new(comptime!(tile.rows_per_unit * tile.codes_per_unit));
-        let mut z_sq = Array::<f32>::new(tm);
-        let mut c_sq = Array::<f32>::new(tn);
-        #[unroll]
-        for p in 0..tm * tn {
-            acc[p] = 0.0;
-        }
-        #[unroll]
-        for i in 0..tm {
-            z_sq[i] = 0.0;
-        }
-        #[unroll]
-        for j in 0..tn {
-            c_sq[j] = 0.0;
-        }
+        // Partial dots `acc[i * BN + j]` of the streamed case, kept across the chunks.
+        let mut acc = filled::<f32>(comptime!(if tile.resident_rows {
+            0
+        } else {
+            tile.rows_per_unit * tile.codes_per_tile
+        }), 0.0f32);
 
         for ch in 0..chunks {
             let col0 = ch * depth;
-            // Nobody may still read the previous chunk when it is overwritten.
+            // Nobody may still read the previous tile or chunk when it is overwritten.
             sync_cube();
-            if !tile.resident_rows {
-                load_tile::<F>(z, &mut zs, row0, n, col0, d, unit, units, z_loads, bm, zs_stride, depth);
-            }
-            load_tile::<F>(
-                codebook, &mut cs, code0, k, col0, d, unit, units, c_loads, bn, cs_stride, depth,
-            );
-            sync_cube();
-
             #[unroll]
-            for kk in 0..depth {
-                let mut zv = Array::<f32>::new(tm);
+            for l in 0..code_loads {
+                let e = unit + l * units;
+                if e < bn * quads {
+                    let code = code0 + e / quads;
+                    let col = col0 + (e % quads) * 4;
+                    let mut quad = Vector::<f32, Const<4>>::empty();
+                    #[unroll]
+                    for q in 0..4 {
+                        let mut value = 0.0f32;
+                        if code < k && col + q < d {
+                            value = f32::cast_from(codebook[code * codebook.stride(0) + (col + q) * codebook.stride(1)]);
+                        }
+                        quad.insert(q, value);
+                    }
+                    cs[e] = quad;
+                }
+            }
+            if ch == 0 {
                 #[unroll]
-                for i in 0..tm {
-                    if tile.resident_rows {
-                        zv[i] = z_regs[i * depth + kk];
-                    } else {
-                        zv[i] = zs[kk * zs_stride + uy + i * row_lanes];
+                for l in 0..norm_loads {
+                    let j = unit + l * units;
+                    if j < bn {
+                        let code = code0 + j;
+                        // Padding codes: a score no real code can lose to.
+                        let mut bias = f32::max_value();
+                        let mut scale = 0.0f32;
+                        if code < k {
+                            bias = code_sq_norm[code];
+                            scale = 2.0f32 * code_scale[code];
+                        }
+                        bias_s[j] = bias;
+                        scale_s[j] = scale;
                     }
                 }
+            }
+            if !tile.resident_rows {
+                load_rows::<F>(z, &mut zr, row0, unit, n, col0, d, &row_scale, units, tm, depth);
+            }
+            sync_cube();
+
+            if tile.resident_rows {
+                // One chunk holds the rows: dot, score and fold code by code.
                 #[unroll]
-                for j in 0..tn {
-                    let cv = cs[kk * cs_stride + ux + j * code_lanes];
+                for j in 0..bn {
+                    let mut dot = filled::<f32>(tm, 0.0f32);
                     #[unroll]
-                    for i in 0..tm {
-                        if tile.l2_normalize {
-                            acc[i * tn + j] += zv[i] * cv;
-                        } else {
-                            let diff = zv[i] - cv;
-                            acc[i * tn + j] += diff * diff;
+                    for kq in 0..quads {
+                        let quad = cs[j * quads + kq];
+                        #[unroll]
+                        for q in 0..4 {
+                            let c = quad.extract(q);
+                            #[unroll]
+                            for i in 0..tm {
+                                *dot.index_mut(i) += *zr.index(i * depth + kq * 4 + q) * c;
+                            }
                         }
                     }
-                    if tile.l2_normalize {
-                        c_sq[j] += cv * cv;
-                    }
-                }
-                if tile.l2_normalize {
+                    let code = (code0 + j) as u32;
                     #[unroll]
                     for i in 0..tm {
-                        z_sq[i] += zv[i] * zv[i];
+                        let score = bias_s[j] - scale_s[j] * *dot.index(i);
+                        fold_candidate(score, code, &mut best1, &mut code1, &mut best2, &mut code2, i);
+                    }
+                }
+            } else {
+                #[unroll]
+                for j in 0..bn {
+                    #[unroll]
+                    for kq in 0..quads {
+                        let quad = cs[j * quads + kq];
+                        #[unroll]
+                        for q in 0..4 {
+                            let c = quad.extract(q);
+                            #[unroll]
+                            for i in 0..tm {
+                                *acc.index_mut(i * bn + j) += *zr.index(i * depth + kq * 4 + q) * c;
+                            }
+                        }
                     }
                 }
             }
         }
 
-        // Fold this tile into the running minima; codes rise with j, so `<` keeps the lowest.
-        #[unroll]
-        for j in 0..tn {
-            let code = code0 + ux + j * code_lanes;
-            if code < k {
+        if !tile.resident_rows {
+            #[unroll]
+            for j in 0..bn {
+                let code = (code0 + j) as u32;
                 #[unroll]
                 for i in 0..tm {
-                    let mut dist = acc[i * tn + j];
-                    if tile.l2_normalize {
-                        dist = normalized_distance(acc[i * tn + j], z_sq[i], c_sq[j]);
-                    }
-                    if dist < best_distance[i] || best_index[i] == NO_CODE {
-                        best_distance[i] = dist;
-                        best_index[i] = code as u32;
-                    }
+                    let score = bias_s[j] - scale_s[j] * *acc.index(i * bn + j);
+                    fold_candidate(score, code, &mut best1, &mut code1, &mut best2, &mut code2, i);
                 }
             }
         }
     }
 
-    // Merge the `code_lanes` partial minima of each row: slot (row, lane) in shared memory.
-    sync_cube();
+    // Exact re-check of the two candidates; the nearer wins, the lower index on equal distance.
     #[unroll]
     for i in 0..tm {
-        let slot = (uy + i * row_lanes) * code_lanes + ux;
-        zs[slot] = best_distance[i];
-        red_index[slot] = best_index[i];
-    }
-    sync_cube();
-    #[unroll]
-    for level in 0..comptime!(tile.code_lanes.trailing_zeros() as usize) {
-        let stride = code_lanes >> (level + 1);
-        if ux < stride {
-            #[unroll]
-            for i in 0..tm {
-                let slot = (uy + i * row_lanes) * code_lanes + ux;
-                let other = slot + stride;
-                if is_better(zs[other], red_index[other], zs[slot], red_index[slot]) {
-                    zs[slot] = zs[other];
-                    red_index[slot] = red_index[other];
+        let row = row0 + unit + i * units;
+        let first = *code1.index(i);
+        let second = *code2.index(i);
+        let scale = *row_scale.index(i);
+        if row < n {
+            // Only non-finite inputs leave a row without a candidate; code 0 keeps it in range.
+            let mut best = first;
+            if best == NO_CODE {
+                best = 0u32;
+            }
+            let mut best_distance = exact_distance::<F>(z, codebook, code_scale, row, best as usize, d, scale);
+            if second != NO_CODE {
+                let distance = exact_distance::<F>(z, codebook, code_scale, row, second as usize, d, scale);
+                if distance < best_distance || (distance == best_distance && second < best) {
+                    best = second;
+                    best_distance = distance;
                 }
             }
-        }
-        sync_cube();
-    }
-
-    if ux == 0 {
-        #[unroll]
-        for i in 0..tm {
-            let local = uy + i * row_lanes;
-            let row = row0 + local;
-            if row < n {
-                out_index[row] = I::cast_from(red_index[local * code_lanes]);
-                out_distance[row] = zs[local * code_lanes];
-            }
+            out_index[row] = I::cast_from(best);
+            out_distance[row] = best_distance;
         }
     }
 }
 
-/// Loads rows `first..first + block` (clipped to `rows`), columns `col0..col0 + depth`
-/// (clipped to `cols`) of a `[rows, cols]` tensor into `tile[col][row]` (row stride `stride`),
-/// as f32; missing entries are 0, which adds nothing to any distance or norm.
+/// `len` registers holding `value`: a compile-time list of scalar variables. Unlike an unrolled
+/// `Array`, it hands the shader compiler plain values to allocate (lavapipe compiles the kernel
+/// several times faster).
+#[cube]
+#[allow(unused_mut)] // `let mut` makes each entry a mutable kernel variable, not a constant
+fn filled<T: CubePrimitive>(#[comptime] len: usize, value: T) -> Sequence<T> {
+    let mut values = Sequence::<T>::new();
+    #[unroll]
+    for _ in 0..len {
+        let mut entry = value;
+        values.push(entry);
+    }
+    values
+}
+
+/// Loads columns `col0..col0 + depth` (clipped to `cols`) of the unit's rows
+/// `row0 + unit + i * units` (clipped to `rows`) into `zr[i * depth + kk]`, as f32 times the
+/// row's scale; missing entries are 0, which adds nothing to any dot product.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn load_tile<F: Float>(
-    source: &Tensor<F>,
-    tile: &mut Shared<[f32]>,
-    first: usize,
+fn load_rows<F: Float>(
+    z: &Tensor<F>,
+    zr: &mut Sequence<f32>,
+    row0: usize,
+    unit: usize,
     rows: usize,
     col0: usize,
     cols: usize,
-    unit: usize,
+    row_scale: &Sequence<f32>,
     #[comptime] units: usize,
-    #[comptime] loads: usize,
-    #[comptime] block: usize,
-    #[comptime] stride: usize,
+    #[comptime] tm: usize,
     #[comptime] depth: usize,
 ) {
     #[unroll]
-    for l in 0..loads {
-        let e = unit + l * units;
-        if e < block * depth {
-            let r = e / depth;
-            let kk = e % depth;
-            let row = first + r;
+    for i in 0..tm {
+        let row = row0 + unit + i * units;
+        #[unroll]
+        for kk in 0..depth {
             let col = col0 + kk;
             let mut value = 0.0f32;
             if row < rows && col < cols {
-                value = f32::cast_from(source[row * source.stride(0) + col * source.stride(1)]);
+                value = f32::cast_from(z[row * z.stride(0) + col * z.stride(1)]) * *row_scale.index(i);
             }
-            tile[kk * stride + r] = value;
+            *zr.index_mut(i * depth + kk) = value;
         }
     }
 }
 
-/// `||ẑ - ĉ||²` from `z·c`, `||z||²`, `||c||²`, with `x̂ = x / max(||x||, 1e-12)`; `>= 0`.
+/// Folds `(score, code)` into row `i`'s best two candidates; codes arrive in increasing order,
+/// so the strict `<` keeps the lower index among equal scores.
 #[cube]
-fn normalized_distance(dot: f32, z_sq: f32, c_sq: f32) -> f32 {
-    let mut z_norm = z_sq.sqrt();
-    if z_norm < 1e-12f32 {
-        z_norm = 1e-12f32;
-    }
-    let mut c_norm = c_sq.sqrt();
-    if c_norm < 1e-12f32 {
-        c_norm = 1e-12f32;
-    }
-    let a = 1.0f32 / z_norm;
-    let b = 1.0f32 / c_norm;
-    let mut dist = z_sq * a * a + c_sq * b * b - 2.0f32 * dot * a * b;
-    if dist < 0.0f32 {
-        dist = 0.0f32;
-    }
-    dist
+fn fold_candidate(
+    score: f32,
+    code: u32,
+    best1: &mut Sequence<f32>,
+    code1: &mut Sequence<u32>,
+    best2: &mut Sequence<f32>,
+    code2: &mut Sequence<u32>,
+    #[comptime] i: usize,
+) {
+    let first = score < *best1.index(i);
+    let second = score < *best2.index(i);
+    *best2.index_mut(i) = select(first, *best1.index(i), select(second, score, *best2.index(i)));
+    *code2.index_mut(i) = select(first, *code1.index(i), select(second, code, *code2.index(i)));
+    *best1.index_mut(i) = select(first, score, *best1.index(i));
+    *code1.index_mut(i) = select(first, code, *code1.index(i));
 }
 
-/// Whether candidate `(d, i)` beats the incumbent `(best_d, best_i)`: any code beats none, then
-/// smaller distance, then lower index.
+/// `Σ (z_row · z_scale - c_code · scale_code)²` over the `d` columns, in f32 (plain mode: both
+/// scales are 1).
 #[cube]
-fn is_better(d: f32, i: u32, best_d: f32, best_i: u32) -> bool {
-    i != NO_CODE && (best_i == NO_CODE || d < best_d || (d == best_d && i < best_i))
+#[allow(clippy::too_many_arguments)]
+fn exact_distance<F: Float>(
+    z: &Tensor<F>,
+    codebook: &Tensor<F>,
+    code_scale: &Tensor<f32>,
+    row: usize,
+    code: usize,
+    d: usize,
+    z_scale: f32,
+) -> f32 {
+    let c_scale = code_scale[code];
+    let mut sum = 0.0f32;
+    for col in 0..d {
+        let zv = f32::cast_from(z[row * z.stride(0) + col * z.stride(1)]) * z_scale;
+        let cv = f32::cast_from(codebook[code * codebook.stride(0) + col * codebook.stride(1)]) * c_scale;
+        let diff = zv - cv;
+        sum += diff * diff;
+    }
+    sum
 }

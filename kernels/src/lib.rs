@@ -5,8 +5,8 @@
 //! TiTok code (`modeling/quantizer/quantizer.py`) materialises the full `N x K` distance matrix.
 //!
 //! - [`nearest_code`] is the one entry point the quantizer calls. It routes by device:
-//!   CubeCL devices (wgpu, cuda) run the fused kernel (`kernel.rs`, launched by `forward.rs`),
-//!   which never materialises `N x K`; Flex runs the matmul formulation on backend primitives
+//!   CubeCL devices (wgpu, cuda) run the fused kernel (`kernel.rs`, GEMM form with an exact
+//!   re-check; tile table `tiles.rs`; launched by `forward.rs`), which never materialises `N x K`; Flex runs the matmul formulation on backend primitives
 //!   (`matmul.rs`); any other backend gets [`nearest_code_reference`].
 //! - [`NearestCodeBackend`] is the Burn backend extension behind it (selectors `Cube`, `Fusion`,
 //!   `Flex`).
@@ -28,6 +28,8 @@ mod host;
 #[cfg(feature = "cube")]
 mod kernel;
 mod matmul;
+#[cfg(feature = "cube")]
+mod tiles;
 mod winograd;
 
 pub use activation::{GeluPath, erf_f32, exp_f32, gelu, gelu_f32, silu_f32};

@@ -167,6 +167,28 @@ fn random_cases_match_the_f64_truth() {
     }
 }
 
+/// The kernel's tile edges (`kernels/src/tiles.rs`): several row blocks with a partial last one
+/// (512 rows per block for `D <= 16`, 256 above), a codebook one code past a tile of 32, widths
+/// that leave a partial `vec4` of columns (13, 14, 15 pad to 16) and, when streamed, a partial
+/// last chunk of 8 columns (18 = 8 + 8 + 2, 30 = 3 x 8 + 6).
+#[test]
+fn row_blocks_codebook_tiles_and_column_chunks_at_their_edges() {
+    for (name, device) in devices() {
+        for (seed, (n, k, d, l2)) in [
+            (1061, 33, 13, false),
+            (1061, 33, 14, false),
+            (1061, 33, 15, true),
+            (517, 33, 18, false),
+            (517, 65, 30, true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            random_case(name, &device, 301 + seed as u64, n, k, d, l2);
+        }
+    }
+}
+
 /// `K·D` far beyond lavapipe's 65,535 loop iterations per invocation: the nearest codes are
 /// planted near the end of the codebook, so a unit that stopped early would miss them.
 #[test]
