@@ -1,6 +1,6 @@
 //! Input images: collecting the files named on the command line (folders are searched
 //! recursively), decoding them with limits against decompression bombs
-//! (`titok_train::data::image_io`: grayscale, alpha, 16-bit and CMYK handled, EXIF orientation
+//! (`titok_data::image_io`: grayscale, alpha, 16-bit and CMYK handled, EXIF orientation
 //! applied, ICC profiles converted to sRGB, animations cut to their first frame) and the eval
 //! transform (shorter side resized with antialiased bicubic, centre crop to the model
 //! resolution), in batches.
@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, anyhow};
 use burn::tensor::{Device, Tensor};
 use image::RgbImage;
-use titok_train::data::image_io::{DecodeLimits, decode_image_with, has_image_extension, images_to_tensor};
-use titok_train::data::{DataError, Transform};
+use titok_data::image_io::{DecodeLimits, decode_image_with, has_image_extension, images_to_tensor};
+use titok_data::{DataError, Transform};
 
 /// The files to process and the arguments that could not be used.
 #[derive(Debug, Default)]

@@ -26,10 +26,10 @@ use clap::Parser;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    titok_train::device::quiet_vulkan_loader();
+    titok_model::device::quiet_vulkan_loader();
     quiet_broken_pipe();
     let cli = cli::Cli::parse();
-    if let Err(e) = titok_train::device::set_cpu_threads(cli.global.threads.map(|n| n as usize)) {
+    if let Err(e) = titok_model::device::set_cpu_threads(cli.global.threads.map(|n| n as usize)) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }

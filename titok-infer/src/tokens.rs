@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use titok_train::eval::npz::{NPY_MAGIC, NpyArray, NpyData, decode_npy, encode_npy};
+use titok_eval::npz::{NPY_MAGIC, NpyArray, NpyData, decode_npy, encode_npy};
 
 use crate::cli::TokenFormat;
 use crate::outputs::{OutputGuard, write_bytes};

@@ -17,10 +17,10 @@ use serde_json::Value;
 use titok_model::TitokConfig;
 use titok_model::checkpoint::{HfConfig, load_generator, load_titok};
 use titok_model::golden::{FixtureKind, IoTensors};
-use titok_train::data::Transform;
-use titok_train::data::image_io::load_rgb;
-use titok_train::eval::npz::{NpyData, decode_npy};
-use titok_train::eval::read_npz;
+use titok_data::Transform;
+use titok_data::image_io::load_rgb;
+use titok_eval::npz::{NpyData, decode_npy};
+use titok_eval::read_npz;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -832,7 +832,7 @@ fn lfs_pointers_and_html_pages_are_recognised() {
 /// is an error naming the file; JPEG or off-size samples are scored with a warning.
 #[test]
 fn fid_statistics_are_validated_and_lossy_samples_warned_about() {
-    use titok_train::eval::FidStats;
+    use titok_eval::FidStats;
     require_inception_weights();
     let t = Scratch::new("fidcheck");
     let d = 2048;

@@ -19,6 +19,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod decoder;
+pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod generator;

@@ -1,12 +1,16 @@
-//! Training and evaluation for TiTok tokenizers and MaskGIT generators on Burn: the data
-//! pipeline, the losses (proxy codes, LPIPS, GAN), the discriminator, the training stages and
-//! the evaluation metrics (rFID/gFID, PSNR, SSIM, LPIPS, codebook statistics).
+//! Training for TiTok tokenizers and MaskGIT generators on Burn: the losses (proxy codes,
+//! perceptual, GAN), the discriminator and the training stages. The data pipeline
+//! (`titok-data`), the evaluation metrics (`titok-eval`: rFID/gFID, PSNR, SSIM, LPIPS) and device
+//! selection (`titok-model`) live below it and are re-exported here as [`data`], [`eval`] and
+//! [`device`].
 
 pub mod config;
-pub mod data;
-pub mod device;
 pub mod discriminator;
-pub mod eval;
 pub mod losses;
 pub mod stages;
 pub mod train;
+
+// The layers below training, under the names the training code has always used.
+pub use titok_data as data;
+pub use titok_eval as eval;
+pub use titok_model::device;

@@ -117,7 +117,7 @@ fn main() -> Result<()> {
     let mut devices = Vec::new();
     let mut names = Vec::new();
     for r in requests {
-        let (d, n) = select_device(r)?;
+        let (d, n) = select_device(r).map_err(|e| anyhow::anyhow!("device: {e}"))?;
         devices.push(d);
         names.push(n);
     }

@@ -4,8 +4,8 @@ use anyhow::{Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use image::RgbImage;
 use titok_model::Titok;
-use titok_train::data::image_io::tensor_to_images;
-use titok_train::eval::rfid_round;
+use titok_data::image_io::tensor_to_images;
+use titok_eval::rfid_round;
 
 use super::{Outcome, Timer};
 use crate::cli::{DetokenizeArgs, GlobalArgs};
@@ -40,7 +40,7 @@ pub fn run(g: &GlobalArgs, a: &DetokenizeArgs) -> Result<Outcome> {
             Err(e) => outcome.fail(e),
         }
     }
-    let bar = titok_train::eval::progress_bar(good.len() as u64, "detokenize");
+    let bar = titok_eval::progress_bar(good.len() as u64, "detokenize");
     let timer = Timer::start();
     let mut stems = UniqueStems::default();
     for chunk in good.chunks(g.batch_size as usize) {

@@ -1,4 +1,4 @@
-//! `titok eval recon|gen`: the dataset-level evaluation of `titok_train::eval::dataset`, with a
+//! `titok eval recon|gen`: the dataset-level evaluation of `titok_eval::dataset`, with a
 //! table on the terminal and an optional JSON report.
 
 use std::path::Path;
@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use titok_model::generator::TokenPredictor;
-use titok_train::eval::inception::WEIGHTS_FILE as INCEPTION_FILE;
-use titok_train::eval::{
+use titok_eval::inception::WEIGHTS_FILE as INCEPTION_FILE;
+use titok_eval::{
     DatasetEval, EvalImages, EvalOptions, GenerationPlan, InceptionV3, ReconMetrics, Reference, evaluate_generation,
     evaluate_reconstruction, evaluate_samples, load_inception_stats,
 };

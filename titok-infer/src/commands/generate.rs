@@ -96,7 +96,7 @@ pub fn run(g: &GlobalArgs, a: &GenerateArgs) -> Result<Outcome> {
     eprintln!("sampler: {}", describe_sampler(&sampler, a.sampler.seed));
     let labels: Vec<usize> = classes.iter().flat_map(|&c| std::iter::repeat_n(c, num)).collect();
     let mut rng = SeededUniform::new(a.sampler.seed);
-    let bar = titok_train::eval::progress_bar(labels.len() as u64, "generate");
+    let bar = titok_eval::progress_bar(labels.len() as u64, "generate");
     let timer = Timer::start();
     let mut images: Vec<RgbImage> = Vec::new();
     let mut rows: Vec<TokenRow> = Vec::new();
@@ -138,7 +138,7 @@ pub fn run(g: &GlobalArgs, a: &GenerateArgs) -> Result<Outcome> {
     let factor = a.zoom.unwrap_or_else(|| default_zoom(size));
     let cells: Vec<RgbImage> = images.iter().map(|im| zoom(im, factor)).collect();
     let columns = a.columns.map_or_else(|| (num + usize::from(given.is_some())).min(16), |c| c as usize);
-    let grid = titok_train::data::image_io::image_grid(&cells, columns, 2)?;
+    let grid = titok_data::image_io::image_grid(&cells, columns, 2)?;
     write_png(&guard, &a.output, &grid).with_context(|| format!("writing {}", a.output.display()))?;
     write_bytes(&guard, &json_path, to_jsonl(&rows).as_bytes())?;
     let names: Vec<String> = classes.iter().map(|&c| format!("{c} ({})", gen_.classes.name(c))).collect();

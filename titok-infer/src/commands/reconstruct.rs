@@ -9,9 +9,9 @@ use burn::tensor::{Device, Tensor};
 use image::RgbImage;
 use titok_model::Titok;
 use titok_model::config::QuantizeMode;
-use titok_train::data::image_io::{image_grid, tensor_to_images};
-use titok_train::eval::{RunningMean, psnr, rfid_round, ssim};
-use titok_train::losses::Lpips;
+use titok_data::image_io::{image_grid, tensor_to_images};
+use titok_eval::{RunningMean, psnr, rfid_round, ssim};
+use titok_eval::Lpips;
 
 use super::{Outcome, Timer};
 use crate::cli::{GlobalArgs, ReconstructArgs};
@@ -41,7 +41,7 @@ pub fn run(g: &GlobalArgs, a: &ReconstructArgs) -> Result<Outcome> {
     }
     println!("{}: {}", tok.source, compression(model));
     let zoom_factor = a.zoom.unwrap_or_else(|| default_zoom(size));
-    let bar = titok_train::eval::progress_bar(inputs.files.len() as u64, "reconstruct");
+    let bar = titok_eval::progress_bar(inputs.files.len() as u64, "reconstruct");
     let timer = Timer::start();
     let (mut mean_psnr, mut mean_ssim, mut mean_lpips) =
         (RunningMean::default(), RunningMean::default(), RunningMean::default());

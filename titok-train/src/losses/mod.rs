@@ -1,30 +1,9 @@
 //! Losses: LPIPS perceptual loss and the adversarial (hinge, LeCam) losses.
 
 pub mod gan;
-pub mod lpips;
 pub mod perceptual;
 
 pub use gan::{DiscriminatorLoss, GanLossConfig, LecamEma};
-pub use lpips::{Lpips, LpipsNet, LpipsOutput};
+pub use titok_eval::{LossError, lpips};
+pub use titok_eval::lpips::{Lpips, LpipsNet, LpipsOutput};
 pub use perceptual::{PerceptualKind, PerceptualLoss};
-
-use titok_model::TitokError;
-
-/// Errors of the loss modules.
-#[derive(Debug, thiserror::Error)]
-pub enum LossError {
-    /// A loss that needs pretrained weights was requested without a weights file.
-    #[error("{what} needs pretrained weights and none were given: {hint}")]
-    MissingWeights {
-        /// The loss.
-        what: &'static str,
-        /// Where such weights come from.
-        hint: &'static str,
-    },
-    /// Inputs of the wrong shape (the message names both shapes).
-    #[error("invalid input: {0}")]
-    Input(String),
-    /// A weights file that cannot be read or does not fit the network.
-    #[error(transparent)]
-    Model(#[from] TitokError),
-}

@@ -19,9 +19,6 @@ pub enum TrainError {
     /// A configuration that cannot be used.
     #[error("invalid training configuration: {0}")]
     Config(String),
-    /// A requested device that this build or machine does not have.
-    #[error("device: {0}")]
-    Device(String),
     /// A run that cannot be resumed.
     #[error("cannot resume: {0}")]
     Resume(String),

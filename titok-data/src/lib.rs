@@ -19,7 +19,7 @@
 //! ```no_run
 //! use burn::data::dataloader::DataLoaderBuilder;
 //! use burn::data::dataset::transform::SelectionDataset;
-//! use titok_train::data::{ImageBatcher, TarImages, Transform, epoch_order};
+//! use titok_data::{ImageBatcher, TarImages, Transform, epoch_order};
 //! let train = TarImages::open("../shared/data/cifar10-jpg.tar.gz", Some("train"))?;
 //! let batcher = ImageBatcher::new(Transform::train(32, 42));
 //! let epoch = 0;
@@ -34,13 +34,13 @@
 //!     if batch.is_empty() { continue; } // every file of this batch was unreadable
 //!     // batch.images: [64, 3, 32, 32]
 //! }
-//! # Ok::<(), titok_train::data::DataError>(())
+//! # Ok::<(), titok_data::DataError>(())
 //! ```
 //!
 //! Note for bit-exact resume: burn's multi-worker loader hands each worker a contiguous chunk
 //! of the (already ordered) dataset and yields batches in completion order, so with more than
 //! one worker the *contents* of each batch are fixed but the order in which batches arrive is
-//! not. The training stream (`crate::train::stream`) keeps the step order with several workers
+//! not. The training stream (`titok_train::train::stream`) keeps the step order with several workers
 //! and passes each item's epoch to [`ImageBatcher::batch_with_epochs`].
 
 mod batcher;
@@ -65,5 +65,5 @@ pub use image_list::{ImageList, IndexOptions, LabelSource, Skipped};
 pub use record::{ImageRecord, ImageSource, MAX_ENCODED_BYTES};
 pub use resample::resize_bicubic;
 pub use rng::{ItemRng, epoch_order};
-pub use tar::TarImages;
+pub use self::tar::TarImages;
 pub use transform::{Crop, CropFlip, MAX_ASPECT_RATIO, Transform, resize_shorter_side};

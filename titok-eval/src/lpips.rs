@@ -28,7 +28,7 @@ use burn::tensor::{Device, Tensor};
 use titok_model::TitokError;
 use titok_model::checkpoint::{KeyMap, KeyRule, load_safetensors, read_safetensors_header};
 
-use super::LossError;
+use crate::LossError;
 
 /// LPIPS input shift (applied after mapping `[0, 1]` to `[-1, 1]`).
 pub const LPIPS_SHIFT: [f32; 3] = [-0.030, -0.088, -0.188];

@@ -7,7 +7,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use burn::tensor::{Device, Tensor};
 
-use crate::train::TrainError;
+/// A device that is not compiled in or does not answer; the message names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DeviceError(pub String);
 
 /// A device request: `auto`, `cpu`, `wgpu` (any Vulkan/Metal/DX12 adapter, including software
 /// Vulkan), `gpu` (a hardware wgpu adapter only) or `cuda[:index]`.
@@ -55,6 +58,7 @@ pub fn quiet_vulkan_loader() {
 }
 
 /// Runs a tiny computation on `device`; false when the backend panics (no driver, no adapter).
+#[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
 fn answers(device: &Device) -> bool {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
@@ -70,9 +74,9 @@ fn answers(device: &Device) -> bool {
 /// The device for a request and a human-readable description of it.
 ///
 /// # Errors
-/// [`TrainError::Device`] when the backend is not compiled in or the device does not answer.
-pub fn select_device(request: DeviceRequest) -> Result<(Device, String), TrainError> {
-    let unavailable = |what: &str| TrainError::Device(format!("{what} is not available in this build or on this machine"));
+/// [`DeviceError`] when the backend is not compiled in or the device does not answer.
+pub fn select_device(request: DeviceRequest) -> Result<(Device, String), DeviceError> {
+    let unavailable = |what: &str| DeviceError(format!("{what} is not available in this build or on this machine"));
     match request {
         DeviceRequest::Cpu => {
             let n = cpu_threads();

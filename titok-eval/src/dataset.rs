@@ -29,9 +29,9 @@ use super::image_metrics::{psnr, rfid_round, ssim};
 use super::inception::{FEATURE_DIM, InceptionV3};
 use super::npz::AdmNpzWriter;
 use super::report::{CodebookReport, FidKind, FidScore, MetricsReport, RunningMean};
-use crate::data::image_io::has_image_extension;
-use crate::data::{FileSummary, ImageBatch, ImageBatcher, ImageFolder, ImageRecord, TarImages, Transform};
-use crate::losses::Lpips;
+use titok_data::image_io::has_image_extension;
+use titok_data::{FileSummary, ImageBatch, ImageBatcher, ImageFolder, ImageRecord, TarImages, Transform};
+use crate::lpips::Lpips;
 
 /// Settings shared by the dataset loops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,7 @@ impl EvalImages {
             return Err(EvalError::Input("an image limit of 0 leaves nothing to evaluate".into()));
         }
         let split = split.filter(|s| !s.is_empty());
-        let data_err = |e: crate::data::DataError| EvalError::Input(e.to_string());
+        let data_err = |e: titok_data::DataError| EvalError::Input(e.to_string());
         let list = if path.is_file() {
             TarImages::open(path, split).map_err(data_err)?.list().clone()
         } else {

@@ -1,4 +1,4 @@
-//! Evaluation metrics: FID InceptionV3, Frechet distance, PSNR, SSIM, codebook statistics.
+//! Evaluation metrics: FID InceptionV3, Frechet distance, PSNR, SSIM, LPIPS, codebook statistics.
 //!
 //! Building blocks for `titok eval` (TiTok paper §4, Tables 1-2; official
 //! `evaluator/evaluator.py`, ADM `guided-diffusion/evaluations/evaluator.py`):
@@ -13,14 +13,16 @@
 //!
 //! A typical rFID loop: `acc_real.push(inception.features(x)?)` and
 //! `acc_recon.push(inception.features(rfid_round(recon))?)` per batch, then
-//! `acc_real.stats()?.fid(&acc_recon.stats()?)`. LPIPS lives in [`crate::losses::lpips`];
-//! codebook statistics in [`titok_model::CodebookStats`].
+//! `acc_real.stats()?.fid(&acc_recon.stats()?)`. [`Lpips`] is the perceptual metric (and, in
+//! `titok-train`, the perceptual loss); codebook statistics are [`titok_model::CodebookStats`].
 
 pub mod dataset;
 mod error;
 pub mod frechet;
 pub mod image_metrics;
 pub mod inception;
+mod loss_error;
+pub mod lpips;
 pub mod npz;
 pub mod report;
 pub mod resize;
@@ -33,6 +35,8 @@ pub use error::{EvalError, Result};
 pub use frechet::{FeatureAccumulator, FidStats, frechet_distance};
 pub use image_metrics::{psnr, rfid_round, ssim};
 pub use inception::{FEATURE_DIM, INCEPTION_KEYS, InceptionV3};
+pub use loss_error::LossError;
+pub use lpips::{Lpips, LpipsNet, LpipsOutput};
 pub use npz::{AdmNpzWriter, NpyArray, NpyData, NpzReader, read_npz, write_npz};
 pub use report::{CodebookReport, FID_MIN_IMAGES, FidKind, FidScore, MetricsReport, RunningMean};
 pub use resize::resize_bilinear;
