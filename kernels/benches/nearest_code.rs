@@ -103,12 +103,15 @@ const H200_HBM_BYTES_PER_S: f64 = 4.8e12;
 /// Prints the analytic roofline of both paths on an H200 for every point of the full grid.
 ///
 /// * fused kernel: `D` FMAs per (row, code) pair for the dot, plus about 7 f32 instructions for
-///   the score and the best-two fold, all on CUDA cores (`2 (D + 7)` flops at 67 TFLOP/s); DRAM
-///   traffic is the inputs once (`4 N D + 4 K D`; the codebook is re-read by every cube from L2,
-///   at most 16.8 MB here, under the 50 MB L2), the `[K]` norms and the `[N]` outputs.
+///   the score and the best-two fold, all on CUDA cores (`2 (D + 7)` flops at 67 TFLOP/s). Bytes:
+///   the inputs once (`4 N D + 4 K D`; every cube re-reads the codebook, at most 16.8 MB here,
+///   from the 50 MB L2), the `[K]` norms and the `[N]` outputs; for `D > 16` also the rows, which
+///   stream again for every tile of 32 codes (`4 N D K / 32`, counted at HBM speed because the
+///   cubes' row blocks together outgrow the L2). One kernel overlaps both: the bound is the
+///   larger of compute and memory time.
 /// * unfused: the `[N, K]` product on tensor cores (TF32, the most favourable case for it),
 ///   then the product written, the elementwise distances read and written, and `argmin` reading
-///   them: `12 N K` bytes at 4.8 TB/s.
+///   them: `16 N K` bytes at 4.8 TB/s. Separate kernels: the bound is the sum.
 ///
 /// Both bounds scale with `N K`, so the expected ratio depends on `D` only.
 fn print_roofline() {
@@ -129,10 +132,11 @@ fn print_roofline() {
             for d in FULL_D {
                 let (nf, kf, df) = (n as f64, k as f64, d as f64);
                 let fused_flops = 2.0 * nf * kf * (df + 7.0);
-                let fused_bytes = 4.0 * (nf * df + kf * df) + 8.0 * kf + 8.0 * nf;
+                let row_rereads = if d > 16 { 4.0 * nf * df * (kf / 32.0).ceil() } else { 0.0 };
+                let fused_bytes = 4.0 * (nf * df + kf * df) + 8.0 * kf + 8.0 * nf + row_rereads;
                 let fused_s = (fused_flops / H200_F32_FLOPS).max(fused_bytes / H200_HBM_BYTES_PER_S);
                 let unfused_flops = 2.0 * nf * kf * df;
-                let unfused_bytes = 12.0 * nf * kf + 4.0 * (nf * df + kf * df) + 8.0 * nf;
+                let unfused_bytes = 16.0 * nf * kf + 4.0 * (nf * df + kf * df) + 8.0 * nf;
                 let unfused_s = unfused_flops / H200_TF32_FLOPS + unfused_bytes / H200_HBM_BYTES_PER_S;
                 println!(
                     "| {n} | {k} | {d} | {:.1} | {:.1} | {:.0} | {:.1} | {:.2} | {:.0} | {:.2}x |",

@@ -85,7 +85,7 @@ pub(crate) fn launch_nearest_code(
     let tile = tile_config(n, d, k, l2_normalize, limits);
     let storage = dtype_to_storage_type(float_dtype);
 
-    // Once per codebook (and per latent batch in l2 mode): squared norms and scales, [K] / [N].
+    // At every call, over the codebook (and the latents in l2 mode): norms and scales, [K] / [N].
     let (code_sq_norm, code_scale) = row_norms(&codebook, l2_normalize, max_units);
     let z_scale = if l2_normalize {
         row_norms(&z, true, max_units).1

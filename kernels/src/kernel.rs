@@ -23,9 +23,10 @@
 //! the book's kernel chapter).
 
 //! # Scores and the exact re-check
-//! Per code the kernel reads `bias_j` and `scale_j` from [`row_norms_kernel`], run once per
-//! codebook: plain mode `||c||²` and `1`, l2 mode `||ĉ||²` and `1 / max(||c||, 1e-12)`. The score
-//! of row `z` (scaled by its own `1 / max(||z||, 1e-12)` in l2 mode, `ẑ`) is
+//! Per code the kernel reads `bias_j` and `scale_j` from [`row_norms_kernel`], run over the
+//! codebook at every call: plain mode `||c||²` and `1`, l2 mode `||ĉ||²` and
+//! `1 / max(||c||, 1e-12)`. The score of row `z` (scaled by its own `1 / max(||z||, 1e-12)` in
+//! l2 mode, `ẑ`) is
 //! `bias_j - 2 scale_j (ẑ·c_j)`: the squared distance minus the row's constant `||ẑ||²`. Each
 //! unit keeps the best two `(score, code)` per row; padding codes past `K` score `f32::MAX` and
 //! never enter. After the last tile the unit recomputes both candidates' distances directly,
@@ -40,10 +41,10 @@
 //! `(distance, index)` lexicographically.
 //!
 //! # Why per-invocation work stays bounded
-//! Only three loops run over runtime extents: codebook tiles, depth chunks, and the re-check's
-//! `2 * rows_per_unit * D` columns; everything else is unrolled at compile time
+//! Only three loops run over runtime extents: codebook tiles, the depth chunks of each tile, and
+//! the re-check's `2 * rows_per_unit * D` columns; everything else is unrolled at compile time
 //! ([`TileConfig::loop_iterations`]). Mesa's lavapipe silently ends every loop of an invocation
-//! after 65,535 iterations in total (`LP_MAX_TGSI_LOOP_ITERATIONS`, `BURN-NOTES.md` §2);
+//! after 65,535 iterations in total (`LP_MAX_TGSI_LOOP_ITERATIONS`, `../shared/BURN-NOTES.md` §2);
 //! the tile table keeps the count under [`crate::tiles::LOOP_BUDGET`].
 
 use burn_cubecl::cubecl;

@@ -10,7 +10,9 @@
 //! shared-memory broadcast of four columns (a `vec4`) feeds `4 x rows per unit` FMAs; the unit's
 //! own rows sit in registers. Narrow rows fit whole (`8 x 16` floats); wide rows stream `depth`
 //! columns at a time and keep `rows x codes` partial dots (`4 x 32`) in registers across the
-//! chunks. Both keep a unit under ~170 live f32 registers, within NVIDIA's 255. The values were
+//! chunks. Both keep a unit at about 180 live 32-bit registers, within NVIDIA's 255 (chunks
+//! deepened for lavapipe's loop budget, at `K x D` in the tens of millions, hold more and spill
+//! on a GPU, which has no such budget). The values were
 //! picked on lavapipe (`N = 2048`, `K = 1024`; the book's kernel chapter has the sweep), where every
 //! memory instruction is a per-lane loop and operand reuse decides the speed. Grids with fewer
 //! row blocks than the device has cores (SMs) take fewer rows per unit; small codebooks take
@@ -56,7 +58,8 @@ const STREAM_DEPTH: usize = 8;
 /// Units per cube (two NVIDIA warps, eight lavapipe AVX2 subgroups).
 const UNITS: usize = 64;
 /// Loop iterations one invocation may run on lavapipe before its loops silently stop
-/// (`LP_MAX_TGSI_LOOP_ITERATIONS` = 65,535, shared by all loops; `BURN-NOTES.md` §2), with margin.
+/// (`LP_MAX_TGSI_LOOP_ITERATIONS` = 65,535, shared by all loops; `../shared/BURN-NOTES.md` §2),
+/// with margin.
 pub(crate) const LOOP_BUDGET: usize = 60_000;
 
 impl TileConfig {
@@ -71,11 +74,11 @@ impl TileConfig {
         4 * (self.codes_per_tile * self.depth + 2 * self.codes_per_tile)
     }
 
-    /// Runtime loop iterations of one invocation for `K` codes of width `D`: codebook tiles times
-    /// depth chunks, plus the exact re-check of two candidates per row (everything else is
-    /// unrolled at compile time).
+    /// Runtime loop iterations of one invocation for `K` codes of width `D`: the codebook tiles,
+    /// the depth chunks of every tile, and the exact re-check of two candidates per row
+    /// (everything else is unrolled at compile time). lavapipe counts every loop's iterations.
     pub fn loop_iterations(&self, k: usize, d: usize) -> usize {
-        k.div_ceil(self.codes_per_tile) * d.div_ceil(self.depth) + 2 * self.rows_per_unit * d
+        k.div_ceil(self.codes_per_tile) * (d.div_ceil(self.depth) + 1) + 2 * self.rows_per_unit * d
     }
 }
 
@@ -151,10 +154,10 @@ mod tests {
             }
         }
         // K = 65,536 at D = 512: chunks of 8 and 16 exceed the budget, 32 fit:
-        // 2048 tiles x 16 chunks + 2 x 4 x 512 re-check iterations.
+        // 2048 tiles x (1 + 16 chunks) + 2 x 4 x 512 re-check iterations.
         let big = tile_config(4096, 512, 65_536, false, GPU);
         assert_eq!((big.codes_per_tile, big.depth, big.rows_per_unit), (32, 32, 4));
-        assert_eq!(big.loop_iterations(65_536, 512), 2048 * 16 + 4096);
+        assert_eq!(big.loop_iterations(65_536, 512), 2048 * 17 + 4096);
         let wide = tile_config(4096, 4096, 65_536, false, GPU);
         assert!(wide.depth > STREAM_DEPTH && wide.loop_iterations(65_536, 4096) <= LOOP_BUDGET, "{wide:?}");
         assert!(wide.shared_bytes() <= 48 * 1024, "{wide:?}");

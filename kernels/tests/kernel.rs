@@ -145,8 +145,8 @@ fn routes_cube_devices_to_the_kernel_and_flex_to_matmul() {
     }
 }
 
-/// Random normal latents and codes, sizes off every tile multiple (tiles are 64 rows x 64 codes
-/// x 16 columns), plain and l2 mode.
+/// Random normal latents and codes, sizes off every tile multiple (row blocks of 256 or 512,
+/// code tiles of 32, chunks of 8 columns), plain and l2 mode.
 #[test]
 fn random_cases_match_the_f64_truth() {
     for (name, device) in devices() {

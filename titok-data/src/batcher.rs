@@ -220,8 +220,8 @@ impl Batcher<ImageRecord, ImageBatch> for ImageBatcher {
 }
 
 impl ImageBatcher {
-    /// Batches items whose epochs are given explicitly (the training stream of
-    /// `titok_train::train::stream` knows the epoch of every step), ignoring the batcher's clock.
+    /// Batches items whose epochs are given explicitly (the training stream of `titok-train`
+    /// knows the epoch of every step), ignoring the batcher's clock.
     pub fn batch_with_epochs(&self, items: &[(ImageRecord, u64)], device: &Device) -> ImageBatch {
         let labelled = !items.is_empty() && items.iter().all(|(r, _)| r.label.is_some());
         let s = self.transform.size as usize;

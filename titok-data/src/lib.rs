@@ -40,7 +40,7 @@
 //! Note for bit-exact resume: burn's multi-worker loader hands each worker a contiguous chunk
 //! of the (already ordered) dataset and yields batches in completion order, so with more than
 //! one worker the *contents* of each batch are fixed but the order in which batches arrive is
-//! not. The training stream (`titok_train::train::stream`) keeps the step order with several workers
+//! not. The training stream of `titok-train` (`train::stream`) keeps the step order with several workers
 //! and passes each item's epoch to [`ImageBatcher::batch_with_epochs`].
 
 mod batcher;
