@@ -5,6 +5,7 @@
 //! The shared data folder is `../shared` next to the project (override: `TITOK_SHARED_DIR`).
 
 use std::collections::HashMap;
+use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -702,9 +703,11 @@ fn png_grids_and_tensor_conversions() {
 }
 
 
-/// FNV-1a 64 of a byte string.
+/// FNV-1a 64 of a byte string (the `fnv` crate, as the token-cache fingerprint).
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    let mut hash = fnv::FnvHasher::default();
+    hash.write(bytes);
+    hash.finish()
 }
 
 #[test]

@@ -17,10 +17,12 @@
 //! A cache records the fingerprint of the tokenizer that wrote it ([`tokenizer_fingerprint`]);
 //! [`TokenCache::check_source`] refuses a cache built with another tokenizer or from other data.
 
+use std::hash::Hasher;
 use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
+use fnv::FnvHasher;
 use serde::{Deserialize, Serialize};
 use titok_model::Titok;
 use titok_model::checkpoint::write_bytes_atomically;
@@ -426,7 +428,7 @@ impl TokenCache {
 /// encoder and codebook) produces the same tokens and shares the fingerprint.
 pub fn tokenizer_fingerprint(tokenizer: &Titok) -> String {
     let c = &tokenizer.config;
-    let mut hash = Fnv1a::default();
+    let mut hash = FnvHasher::default();
     let config = serde_json::json!([
         c.image_size,
         c.patch_size,
@@ -445,29 +447,12 @@ pub fn tokenizer_fingerprint(tokenizer: &Titok) -> String {
     if let Some(q) = &tokenizer.quantize {
         q.visit(&mut visitor);
     }
-    format!("{:016x}", visitor.hash.0)
-}
-
-/// 64-bit FNV-1a.
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv1a {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+    format!("{:016x}", visitor.hash.finish())
 }
 
 /// Hashes the shape and f32 values of every float parameter it visits.
 struct HashParams {
-    hash: Fnv1a,
+    hash: FnvHasher,
 }
 
 impl ModuleVisitor for HashParams {
