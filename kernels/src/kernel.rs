@@ -230,18 +230,7 @@ pub(crate) fn nearest_code_kernel<F: Float, I: Int>(
                 #[unroll]
                 for j in 0..bn {
                     let mut dot = filled::<f32>(tm, 0.0f32);
-                    #[unroll]
-                    for kq in 0..quads {
-                        let quad = cs[j * quads + kq];
-                        #[unroll]
-                        for q in 0..4 {
-                            let c = quad.extract(q);
-                            #[unroll]
-                            for i in 0..tm {
-                                *dot.index_mut(i) += *zr.index(i * depth + kq * 4 + q) * c;
-                            }
-                        }
-                    }
+                    add_code_dots(&cs, &zr, &mut dot, j, quads, depth, tm, 1usize, 0usize);
                     let code = (code0 + j) as u32;
                     #[unroll]
                     for i in 0..tm {
@@ -252,18 +241,7 @@ pub(crate) fn nearest_code_kernel<F: Float, I: Int>(
             } else {
                 #[unroll]
                 for j in 0..bn {
-                    #[unroll]
-                    for kq in 0..quads {
-                        let quad = cs[j * quads + kq];
-                        #[unroll]
-                        for q in 0..4 {
-                            let c = quad.extract(q);
-                            #[unroll]
-                            for i in 0..tm {
-                                *acc.index_mut(i * bn + j) += *zr.index(i * depth + kq * 4 + q) * c;
-                            }
-                        }
-                    }
+                    add_code_dots(&cs, &zr, &mut acc, j, quads, depth, tm, bn, j);
                 }
             }
         }
@@ -321,6 +299,36 @@ fn filled<T: CubePrimitive>(#[comptime] len: usize, value: T) -> Sequence<T> {
         values.push(entry);
     }
     values
+}
+
+/// Adds the dot products of code `j` of the shared tile (`[BN][quads]` vec4) with the unit's
+/// `rows` rows of one chunk (`zr[i * depth + kk]`) into `sums[i * stride + offset]`: every `vec4`
+/// read from shared memory feeds `4 * rows` FMAs.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn add_code_dots(
+    cs: &Shared<[Vector<f32, Const<4>>]>,
+    zr: &Sequence<f32>,
+    sums: &mut Sequence<f32>,
+    #[comptime] j: usize,
+    #[comptime] quads: usize,
+    #[comptime] depth: usize,
+    #[comptime] rows: usize,
+    #[comptime] stride: usize,
+    #[comptime] offset: usize,
+) {
+    #[unroll]
+    for kq in 0..quads {
+        let quad = cs[j * quads + kq];
+        #[unroll]
+        for q in 0..4 {
+            let c = quad.extract(q);
+            #[unroll]
+            for i in 0..rows {
+                *sums.index_mut(i * stride + offset) += *zr.index(i * depth + kq * 4 + q) * c;
+            }
+        }
+    }
 }
 
 /// Loads columns `col0..col0 + depth` (clipped to `cols`) of the unit's rows
