@@ -64,12 +64,7 @@ struct Options {
 
 fn options() -> Options {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let default_device = if cfg!(feature = "wgpu") { "wgpu" } else { "flex" };
     let device_name = value("--device").unwrap_or_else(|| default_device.to_string());
     let device = match device_name.as_str() {
@@ -201,11 +196,7 @@ fn main() {
     println!(
         "device: {} ({path:?}), {} grid, median of {} calls after 1 warm-up, f32",
         opts.device_name,
-        if opts.full {
-            "full"
-        } else {
-            "reduced (--full for the issue's grid)"
-        },
+        if opts.full { "full" } else { "reduced (--full for the issue's grid)" },
         opts.iters
     );
     let mem_note = if on_gpu { " (analytic)" } else { " (host, measured)" };
@@ -228,9 +219,7 @@ fn main() {
                     Err(format!("skipped ({} product)", human_bytes(product_bytes)))
                 } else {
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        time(device, opts.iters, || {
-                            nearest_code_reference(z.clone(), codebook.clone(), false)
-                        })
+                        time(device, opts.iters, || nearest_code_reference(z.clone(), codebook.clone(), false))
                     }))
                     .map_err(|_| "failed (out of memory?)".to_string())
                 };
@@ -251,10 +240,7 @@ fn main() {
                         format!(">= {}", human_bytes(product_bytes + n as f64 * index_bytes)),
                     )
                 } else {
-                    (
-                        human_bytes(fused_host as f64),
-                        unfused.as_ref().map_or("-".into(), |u| human_bytes(u.1 as f64)),
-                    )
+                    (human_bytes(fused_host as f64), unfused.as_ref().map_or("-".into(), |u| human_bytes(u.1 as f64)))
                 };
                 let (unfused_ms, speedup) = match &unfused {
                     Ok((s, _)) => (format!("{:.3}", s * 1e3), format!("{:.2}x", s / fused_s)),

@@ -45,7 +45,8 @@ impl Conv3x3Path {
     pub fn for_input(x: &Tensor<4>, weight: &Tensor<4>) -> Self {
         let [batch, cin, h, w] = x.dims();
         let inference = host_inference(x) && weight.gradient_checkpointing_strategy().is_none();
-        let eligible = inference && x.dtype() == DType::F32 && weight.dtype() == DType::F32 && cin >= WINOGRAD_MIN_CHANNELS;
+        let eligible =
+            inference && x.dtype() == DType::F32 && weight.dtype() == DType::F32 && cin >= WINOGRAD_MIN_CHANNELS;
         let forced = FORCED.with(Cell::get);
         let winograd = match forced {
             Some(Self::Reference) => false,
@@ -140,7 +141,10 @@ mod tests {
             let peak = reference.clone().abs().max().into_scalar::<f32>();
             let err = max_abs(fast, reference);
             // Relative to the output's range: F(4x4, 3x3)'s transforms amplify f32 rounding.
-            assert!(err < 1e-5 * peak.max(1.0), "{n}x{cin}x{h}x{w} -> {cout}: max |fast - conv2d| = {err:e} (peak {peak})");
+            assert!(
+                err < 1e-5 * peak.max(1.0),
+                "{n}x{cin}x{h}x{w} -> {cout}: max |fast - conv2d| = {err:e} (peak {peak})"
+            );
         }
     }
 
@@ -161,8 +165,14 @@ mod tests {
         assert_eq!(Conv3x3Path::for_input(&x, &wt), Conv3x3Path::Winograd);
         let small = Tensor::<4>::random([1, 32, 16, 16], Distribution::Normal(0.0, 1.0), &device);
         assert_eq!(Conv3x3Path::for_input(&small, &wt), Conv3x3Path::Reference);
-        assert_eq!(with_conv3x3_path(Conv3x3Path::Winograd, || Conv3x3Path::for_input(&small, &wt)), Conv3x3Path::Winograd);
-        assert_eq!(with_conv3x3_path(Conv3x3Path::Reference, || Conv3x3Path::for_input(&x, &wt)), Conv3x3Path::Reference);
+        assert_eq!(
+            with_conv3x3_path(Conv3x3Path::Winograd, || Conv3x3Path::for_input(&small, &wt)),
+            Conv3x3Path::Winograd
+        );
+        assert_eq!(
+            with_conv3x3_path(Conv3x3Path::Reference, || Conv3x3Path::for_input(&x, &wt)),
+            Conv3x3Path::Reference
+        );
         assert_eq!(Conv3x3Path::for_input(&small, &wt), Conv3x3Path::Reference, "the override ends with the closure");
         let x16 = x.clone().cast(DType::F16);
         assert_eq!(Conv3x3Path::for_input(&x16, &wt.clone().cast(DType::F16)), Conv3x3Path::Reference);

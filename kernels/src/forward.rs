@@ -28,10 +28,7 @@ pub(crate) fn nearest_code_meta(
     index_dtype: &IntDType,
 ) -> (TensorSpec, TensorSpec) {
     let n = z.shape[0];
-    (
-        TensorSpec::new(Shape::new([n]), DType::from(*index_dtype)),
-        TensorSpec::new(Shape::new([n]), DType::F32),
-    )
+    (TensorSpec::new(Shape::new([n]), DType::from(*index_dtype)), TensorSpec::new(Shape::new([n]), DType::F32))
 }
 
 impl NearestCodeBackend for CubeBackend {
@@ -77,10 +74,7 @@ pub(crate) fn launch_nearest_code(
     let limits = DeviceLimits {
         max_units,
         max_shared_bytes: hardware.max_shared_memory_size,
-        parallelism: hardware
-            .num_streaming_multiprocessors
-            .or(hardware.num_cpu_cores)
-            .unwrap_or(1) as usize,
+        parallelism: hardware.num_streaming_multiprocessors.or(hardware.num_cpu_cores).unwrap_or(1) as usize,
     };
     let tile = tile_config(n, d, k, l2_normalize, limits);
     let storage = dtype_to_storage_type(float_dtype);

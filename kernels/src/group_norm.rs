@@ -117,8 +117,10 @@ mod tests {
         for ([n, c, h, w], groups) in [([2, 64, 5, 7], 32), ([1, 6, 3, 3], 3), ([3, 32, 8, 8], 1)] {
             let mut norm = GroupNormConfig::new(groups, c).with_epsilon(1e-6).init(&device);
             // Non-trivial affine parameters, and inputs off zero mean / unit variance.
-            norm.gamma = Some(burn::module::Param::from_tensor(Tensor::random([c], Distribution::Normal(1.0, 0.5), &device)));
-            norm.beta = Some(burn::module::Param::from_tensor(Tensor::random([c], Distribution::Normal(0.0, 0.5), &device)));
+            norm.gamma =
+                Some(burn::module::Param::from_tensor(Tensor::random([c], Distribution::Normal(1.0, 0.5), &device)));
+            norm.beta =
+                Some(burn::module::Param::from_tensor(Tensor::random([c], Distribution::Normal(0.0, 0.5), &device)));
             let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(3.0, 2.0), &device);
             assert_eq!(GroupNormPath::for_input(&x, &norm), GroupNormPath::Fused);
             for with_silu in [true, false] {

@@ -139,8 +139,7 @@ pub(crate) fn nearest_code_kernel<F: Float, I: Int>(
 
     // Code tile `[BN][depth / 4]` of vec4, per-code bias `||c||²` and `2 · scale`.
     let quads = comptime!(tile.depth / 4);
-    let mut cs =
-        Shared::<[Vector<f32, Const<4>>]>::new_slice(comptime!(tile.codes_per_tile * tile.depth / 4));
+    let mut cs = Shared::<[Vector<f32, Const<4>>]>::new_slice(comptime!(tile.codes_per_tile * tile.depth / 4));
     let mut bias_s = Shared::<[f32]>::new_slice(bn);
     let mut scale_s = Shared::<[f32]>::new_slice(bn);
 
@@ -174,11 +173,10 @@ pub(crate) fn nearest_code_kernel<F: Float, I: Int>(
     for t in 0..tiles {
         let code0 = t * bn;
         // Partial dots `acc[i * BN + j]` of the streamed case, kept across the chunks.
-        let mut acc = filled::<f32>(comptime!(if tile.resident_rows {
-            0
-        } else {
-            tile.rows_per_unit * tile.codes_per_tile
-        }), 0.0f32);
+        let mut acc = filled::<f32>(
+            comptime!(if tile.resident_rows { 0 } else { tile.rows_per_unit * tile.codes_per_tile }),
+            0.0f32,
+        );
 
         for ch in 0..chunks {
             let col0 = ch * depth;
@@ -195,7 +193,8 @@ pub(crate) fn nearest_code_kernel<F: Float, I: Int>(
                     for q in 0..4 {
                         let mut value = 0.0f32;
                         if code < k && col + q < d {
-                            value = f32::cast_from(codebook[code * codebook.stride(0) + (col + q) * codebook.stride(1)]);
+                            value =
+                                f32::cast_from(codebook[code * codebook.stride(0) + (col + q) * codebook.stride(1)]);
                         }
                         quad.insert(q, value);
                     }

@@ -174,9 +174,7 @@ pub fn try_nearest_code(
         return Err(NearestCodeError::ZeroWidth);
     }
     // Autodiff mode of the caller, restored on the (untracked) outputs.
-    let strategy = z
-        .gradient_checkpointing_strategy()
-        .or(codebook.gradient_checkpointing_strategy());
+    let strategy = z.gradient_checkpointing_strategy().or(codebook.gradient_checkpointing_strategy());
     let (z, codebook) = (z.inner(), codebook.inner());
     let device = z.device();
     if device != codebook.device() {
@@ -203,10 +201,7 @@ pub fn try_nearest_code(
         );
         (Tensor::<1, Int>::from_dispatch(i), Tensor::<1>::from_dispatch(dist))
     };
-    Ok(NearestCode {
-        indices: with_autodiff(indices, strategy),
-        distances: with_autodiff(distances, strategy),
-    })
+    Ok(NearestCode { indices: with_autodiff(indices, strategy), distances: with_autodiff(distances, strategy) })
 }
 
 /// Tensor-op reference: `||z||² + ||c||² - 2 z cᵀ`, then `argmin` / `min` over the codebook.
@@ -216,11 +211,7 @@ pub fn nearest_code_reference(z: Tensor<2>, codebook: Tensor<2>, l2_normalize: b
     let [n, d] = z.dims();
     let [_, dc] = codebook.dims();
     assert_eq!(d, dc, "latent width {d} != codebook width {dc}");
-    let (z, codebook) = if l2_normalize {
-        (l2_normalize_rows(z), l2_normalize_rows(codebook))
-    } else {
-        (z, codebook)
-    };
+    let (z, codebook) = if l2_normalize { (l2_normalize_rows(z), l2_normalize_rows(codebook)) } else { (z, codebook) };
     let z = z.detach();
     let codebook = codebook.detach();
     let z_sq = z.clone().square().sum_dim(1); // [N, 1]
@@ -228,10 +219,7 @@ pub fn nearest_code_reference(z: Tensor<2>, codebook: Tensor<2>, l2_normalize: b
     let dot = z.matmul(codebook.transpose()); // [N, K]
     let dist = z_sq + c_sq - dot.mul_scalar(2.0); // [N, K]
     let (min, idx) = dist.min_dim_with_indices(1);
-    NearestCode {
-        indices: idx.reshape([n]),
-        distances: min.reshape([n]),
-    }
+    NearestCode { indices: idx.reshape([n]), distances: min.reshape([n]) }
 }
 
 /// `x / max(||x||₂, 1e-12)` along the last dimension, as `torch.nn.functional.normalize`.

@@ -25,11 +25,8 @@ pub(crate) fn nearest_code_matmul<B: Backend>(
     index_dtype: IntDType,
 ) -> (IntTensor<B>, FloatTensor<B>) {
     let n = z.shape()[0];
-    let (z, codebook) = if l2_normalize {
-        (l2_normalize_rows::<B>(z), l2_normalize_rows::<B>(codebook))
-    } else {
-        (z, codebook)
-    };
+    let (z, codebook) =
+        if l2_normalize { (l2_normalize_rows::<B>(z), l2_normalize_rows::<B>(codebook)) } else { (z, codebook) };
     let dtype = z.dtype();
 
     // Distance matrix, exactly as the reference builds it.

@@ -85,13 +85,7 @@ impl TileConfig {
 /// The tile for `N` rows and `K` codes of width `D`, shrunk when the device allows fewer units
 /// per cube or less shared memory, or when fewer than `parallelism` row blocks (the device's SMs
 /// or cores) would be launched, and deepened when lavapipe's loop budget would be exceeded.
-pub(crate) fn tile_config(
-    n: usize,
-    d: usize,
-    k: usize,
-    l2_normalize: bool,
-    device: DeviceLimits,
-) -> TileConfig {
+pub(crate) fn tile_config(n: usize, d: usize, k: usize, l2_normalize: bool, device: DeviceLimits) -> TileConfig {
     let resident_rows = d <= RESIDENT_DEPTH;
     let mut tile = TileConfig {
         units: UNITS,

@@ -61,12 +61,24 @@ impl WinogradTransform {
             0.0, 4.0, 0.0, -5.0, 0.0, 1.0,
         ],
         g: &[
-            1.0 / 4.0, 0.0, 0.0, //
-            -1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0, //
-            -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0, //
-            1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0, //
-            1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0, //
-            0.0, 0.0, 1.0,
+            1.0 / 4.0,
+            0.0,
+            0.0, //
+            -1.0 / 6.0,
+            -1.0 / 6.0,
+            -1.0 / 6.0, //
+            -1.0 / 6.0,
+            1.0 / 6.0,
+            -1.0 / 6.0, //
+            1.0 / 24.0,
+            1.0 / 12.0,
+            1.0 / 6.0, //
+            1.0 / 24.0,
+            -1.0 / 12.0,
+            1.0 / 6.0, //
+            0.0,
+            0.0,
+            1.0,
         ],
         at: &[
             1.0, 1.0, 1.0, 1.0, 1.0, 0.0, //
@@ -126,11 +138,8 @@ pub fn conv3x3_winograd(
     let tiles = batch * tiles_h * tiles_w;
     // Many tiles: blocks of 64 on the pool, one thread per block. Few tiles (small images):
     // one block, and the products themselves run on the pool.
-    let (block, parallelism) = if tiles <= FEW_TILES {
-        (tiles, gemm::Parallelism::Rayon(0))
-    } else {
-        (BLOCK_TILES, gemm::Parallelism::None)
-    };
+    let (block, parallelism) =
+        if tiles <= FEW_TILES { (tiles, gemm::Parallelism::Rayon(0)) } else { (BLOCK_TILES, gemm::Parallelism::None) };
     let mut out_nhwc = vec![0.0f32; batch * h * w * cout];
     let out_ptr = SendPtr(out_nhwc.as_mut_ptr());
     let blocks = tiles.div_ceil(block);

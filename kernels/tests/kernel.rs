@@ -57,10 +57,7 @@ fn true_distances(z: &[f32], codebook: &[f32], d: usize, l2: bool) -> Vec<f64> {
         x.iter().map(|v| v / norm).collect()
     };
     let zn = normalize(z);
-    codebook
-        .chunks(d)
-        .map(|c| normalize(c).iter().zip(&zn).map(|(c, z)| (z - c) * (z - c)).sum())
-        .collect()
+    codebook.chunks(d).map(|c| normalize(c).iter().zip(&zn).map(|(c, z)| (z - c) * (z - c)).sum()).collect()
 }
 
 fn to_device(values: &[f32], rows: usize, d: usize, device: &Device) -> Tensor<2> {
@@ -83,15 +80,10 @@ fn check_case(label: &str, device: &Device, z: &[f32], codebook: &[f32], d: usiz
     let (indices, distances) = read(result);
     for row in 0..n {
         let truth = true_distances(&z[row * d..(row + 1) * d], codebook, d, l2);
-        let (best, best_d) = truth
-            .iter()
-            .enumerate()
-            .fold((0, f64::INFINITY), |acc, (j, &v)| if v < acc.1 { (j, v) } else { acc });
+        let (best, best_d) =
+            truth.iter().enumerate().fold((0, f64::INFINITY), |acc, (j, &v)| if v < acc.1 { (j, v) } else { acc });
         let got = indices[row];
-        assert!(
-            (0..k as i64).contains(&got),
-            "{label} row {row}: index {got} outside 0..{k}"
-        );
+        assert!((0..k as i64).contains(&got), "{label} row {row}: index {got} outside 0..{k}");
         let got_d = truth[got as usize];
         if got as usize != best {
             assert!(
@@ -117,31 +109,18 @@ fn random_case(label: &str, device: &Device, seed: u64, n: usize, k: usize, d: u
     let mut rng = Rng(seed);
     let z = rng.normals(n * d);
     let codebook = rng.normals(k * d);
-    check_case(
-        &format!("{label} N={n} K={k} D={d} l2={l2}"),
-        device,
-        &z,
-        &codebook,
-        d,
-        l2,
-    );
+    check_case(&format!("{label} N={n} K={k} D={d} l2={l2}"), device, &z, &codebook, d, l2);
 }
 
 #[test]
 fn routes_cube_devices_to_the_kernel_and_flex_to_matmul() {
     assert_eq!(NearestCodePath::for_device(&Device::flex()), NearestCodePath::Matmul);
-    assert_eq!(
-        NearestCodePath::for_device(&Device::flex().autodiff()),
-        NearestCodePath::Matmul
-    );
+    assert_eq!(NearestCodePath::for_device(&Device::flex().autodiff()), NearestCodePath::Matmul);
     #[cfg(feature = "wgpu")]
     {
         let wgpu = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
         assert_eq!(NearestCodePath::for_device(&wgpu), NearestCodePath::FusedKernel);
-        assert_eq!(
-            NearestCodePath::for_device(&wgpu.autodiff()),
-            NearestCodePath::FusedKernel
-        );
+        assert_eq!(NearestCodePath::for_device(&wgpu.autodiff()), NearestCodePath::FusedKernel);
     }
 }
 
@@ -150,16 +129,8 @@ fn routes_cube_devices_to_the_kernel_and_flex_to_matmul() {
 #[test]
 fn random_cases_match_the_f64_truth() {
     for (name, device) in devices() {
-        for (seed, (n, k, d)) in [
-            (1, 1, 1),
-            (7, 5, 3),
-            (65, 67, 17),
-            (130, 300, 12),
-            (33, 1000, 64),
-            (3, 129, 256),
-        ]
-        .into_iter()
-        .enumerate()
+        for (seed, (n, k, d)) in
+            [(1, 1, 1), (7, 5, 3), (65, 67, 17), (130, 300, 12), (33, 1000, 64), (3, 129, 256)].into_iter().enumerate()
         {
             random_case(name, &device, 11 + seed as u64, n, k, d, false);
             random_case(name, &device, 101 + seed as u64, n, k, d, true);
@@ -218,14 +189,8 @@ fn single_row_code_and_column() {
         let (indices, distances) = check_case(&format!("{name} 1x1x1"), &device, &[2.5], &[-1.0], 1, false);
         assert_eq!((indices, distances), (vec![0], vec![12.25]));
         // One code: every row maps to it.
-        let (indices, _) = check_case(
-            &format!("{name} K=1"),
-            &device,
-            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
-            &[0.5, 0.5],
-            2,
-            false,
-        );
+        let (indices, _) =
+            check_case(&format!("{name} K=1"), &device, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[0.5, 0.5], 2, false);
         assert_eq!(indices, vec![0, 0, 0]);
         // One row against many codes.
         let codebook: Vec<f32> = (0..300).map(|i| i as f32 * 0.25).collect();
@@ -316,32 +281,17 @@ fn l2_mode_handles_zero_vectors() {
         z[2 * d + col] = 1e-3 * codebook[11 * d + col]; // row 2 is a shrunk code 11
     }
     // Axis codes whose normalisation is exact: the zero latent ties at exactly 1 with all of them.
-    let axes: Vec<f32> = (0..3 * d)
-        .map(|i| {
-            if i % d == (i / d + 1) % d {
-                (i / d + 2) as f32
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let axes: Vec<f32> = (0..3 * d).map(|i| if i % d == (i / d + 1) % d { (i / d + 2) as f32 } else { 0.0 }).collect();
     for (name, device) in devices() {
         let (indices, distances) = check_case(&format!("{name} l2 zeros"), &device, &z, &codebook, d, true);
         assert_eq!((indices[0], distances[0]), (0, 0.0), "{name}: zero latent vs zero code");
         assert_eq!(indices[1], 7, "{name}: direction of code 7");
         assert_eq!(indices[2], 11, "{name}: direction of code 11");
         assert!(distances[1] < 1e-5 && distances[2] < 1e-5, "{name}: {distances:?}");
-        assert!(
-            distances.iter().all(|&v| (0.0..=4.0 + 1e-5).contains(&v)),
-            "{name}: {distances:?}"
-        );
+        assert!(distances.iter().all(|&v| (0.0..=4.0 + 1e-5).contains(&v)), "{name}: {distances:?}");
 
         let (indices, distances) = check_case(&format!("{name} l2 axes"), &device, &z[..d], &axes, d, true);
-        assert_eq!(
-            (indices, distances),
-            (vec![0], vec![1.0]),
-            "{name}: exact tie at 1 goes to code 0"
-        );
+        assert_eq!((indices, distances), (vec![0], vec![1.0]), "{name}: exact tie at 1 goes to code 0");
     }
 }
 
@@ -356,11 +306,7 @@ fn half_precision_inputs() {
         let (n, k, d) = (50, 200, 24);
         let mut rng = Rng(9);
         // Values exactly representable in f16, so the f64 truth of the f32 values applies.
-        let round = |v: Vec<f32>| {
-            v.iter()
-                .map(|&x| burn::backend::f16::from_f32(x).to_f32())
-                .collect::<Vec<_>>()
-        };
+        let round = |v: Vec<f32>| v.iter().map(|&x| burn::backend::f16::from_f32(x).to_f32()).collect::<Vec<_>>();
         let (z, codebook) = (round(rng.normals(n * d)), round(rng.normals(k * d)));
         let zt = to_device(&z, n, d, &device).cast(DType::F16);
         let ct = to_device(&codebook, k, d, &device).cast(DType::F16);
@@ -369,10 +315,7 @@ fn half_precision_inputs() {
         assert_eq!(indices, expected, "{name}");
         for row in 0..n {
             let truth = true_distances(&z[row * d..(row + 1) * d], &codebook, d, false)[indices[row] as usize];
-            assert!(
-                (distances[row] as f64 - truth).abs() <= DIST_TOL * truth.max(1.0),
-                "{name} row {row}"
-            );
+            assert!((distances[row] as f64 - truth).abs() <= DIST_TOL * truth.max(1.0), "{name} row {row}");
         }
     }
 }
@@ -386,16 +329,9 @@ fn lazy_and_strided_inputs() {
     let codebook = rng.normals(k * d);
     for (name, device) in devices() {
         let (expected, _) = check_case(&format!("{name} plain"), &device, &z, &codebook, d, false);
-        let z_lazy = to_device(&z, n, d, &device)
-            .mul_scalar(2.0)
-            .add_scalar(1.0)
-            .sub_scalar(1.0)
-            .div_scalar(2.0);
+        let z_lazy = to_device(&z, n, d, &device).mul_scalar(2.0).add_scalar(1.0).sub_scalar(1.0).div_scalar(2.0);
         let c_t: Tensor<2> = Tensor::from_data(
-            TensorData::new(
-                (0..d * k).map(|i| codebook[(i % k) * d + i / k]).collect::<Vec<f32>>(),
-                [d, k],
-            ),
+            TensorData::new((0..d * k).map(|i| codebook[(i % k) * d + i / k]).collect::<Vec<f32>>(), [d, k]),
             &device,
         );
         let (indices, _) = read(nearest_code(z_lazy, c_t.transpose(), false));
@@ -417,23 +353,13 @@ fn accepts_autodiff_inputs() {
         let zt = to_device(&z, n, d, &ad).require_grad();
         let ct = to_device(&codebook, k, d, &ad).require_grad();
         let result = nearest_code(zt.clone() * 1.0, ct, false);
-        assert!(
-            result.indices.is_autodiff() && result.distances.is_autodiff(),
-            "{name}: caller's mode"
-        );
+        assert!(result.indices.is_autodiff() && result.distances.is_autodiff(), "{name}: caller's mode");
         assert!(!result.distances.is_require_grad(), "{name}: distances are untracked");
         // The indices pick codes inside a graph; gradients still reach z through other terms.
         let loss = (zt.clone() * 2.0).sum() + result.distances.clone().sum();
         let grads = loss.backward();
-        let dz = zt
-            .grad(&grads)
-            .expect("z keeps its gradient")
-            .try_into_vec_as::<f32>()
-            .unwrap();
-        assert!(
-            dz.iter().all(|&g| g == 2.0),
-            "{name}: distances must not feed the graph"
-        );
+        let dz = zt.grad(&grads).expect("z keeps its gradient").try_into_vec_as::<f32>().unwrap();
+        assert!(dz.iter().all(|&g| g == 2.0), "{name}: distances must not feed the graph");
         assert_eq!(read(result), (expected, expected_d), "{name}");
     }
 }
@@ -447,14 +373,9 @@ fn flex_matmul_matches_the_reference_indices() {
     let z = to_device(&rng.normals(n * d), n, d, &device);
     let codebook = to_device(&rng.normals(k * d), k, d, &device);
     for l2 in [false, true] {
-        let fast = nearest_code(z.clone(), codebook.clone(), l2)
-            .indices
-            .try_into_vec_as::<i64>()
-            .unwrap();
-        let reference = nearest_code_reference(z.clone(), codebook.clone(), l2)
-            .indices
-            .try_into_vec_as::<i64>()
-            .unwrap();
+        let fast = nearest_code(z.clone(), codebook.clone(), l2).indices.try_into_vec_as::<i64>().unwrap();
+        let reference =
+            nearest_code_reference(z.clone(), codebook.clone(), l2).indices.try_into_vec_as::<i64>().unwrap();
         assert_eq!(fast, reference, "l2={l2}");
     }
 }
@@ -476,12 +397,8 @@ fn bad_input_is_an_error_and_no_rows_is_empty() {
     #[cfg(feature = "wgpu")]
     {
         let wgpu = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
-        let err = try_nearest_code(
-            Tensor::zeros([2, 4], &Device::flex()),
-            Tensor::zeros([5, 4], &wgpu),
-            false,
-        )
-        .unwrap_err();
+        let err =
+            try_nearest_code(Tensor::zeros([2, 4], &Device::flex()), Tensor::zeros([5, 4], &wgpu), false).unwrap_err();
         assert!(matches!(err, NearestCodeError::DeviceMismatch { .. }), "{err}");
     }
 }

@@ -79,8 +79,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
 /// # Errors
 /// As [`load_rgb`].
 pub fn load_rgb_with(path: &Path, limits: DecodeLimits) -> Result<RgbImage> {
-    let bytes =
-        std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
     decode_rgb_with(&bytes, &path.display().to_string(), limits)
 }
 
@@ -267,9 +266,8 @@ pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
     if n < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
         return false;
     }
-    let segment_len = |i: usize| -> Option<usize> {
-        (i + 2 <= n).then(|| usize::from(u16::from_be_bytes([bytes[i], bytes[i + 1]])))
-    };
+    let segment_len =
+        |i: usize| -> Option<usize> { (i + 2 <= n).then(|| usize::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]))) };
     let mut i = 2;
     loop {
         // Next marker: skip stray bytes, then fill bytes (FF FF ...).

@@ -160,7 +160,8 @@ impl ImageList {
                 LabelSource::FileNameIndex => match file_name_index(&name) {
                     Some(label) => Some(label),
                     None => {
-                        skipped.push(Skipped { name, reason: "the file name does not start with a class index".into() });
+                        skipped
+                            .push(Skipped { name, reason: "the file name does not start with a class index".into() });
                         continue;
                     }
                 },

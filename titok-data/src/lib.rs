@@ -56,14 +56,14 @@ mod rng;
 mod tar;
 mod transform;
 
+pub use self::tar::TarImages;
 pub use batcher::{ImageBatch, ImageBatcher, SkipLog};
 pub use color::{IccHandling, convert_to_srgb};
 pub use error::{DataError, Result};
 pub use folder::ImageFolder;
-pub use notices::{FileSummary, NoticeLog};
 pub use image_list::{ImageList, IndexOptions, LabelSource, Skipped};
+pub use notices::{FileSummary, NoticeLog};
 pub use record::{ImageRecord, ImageSource, MAX_ENCODED_BYTES};
 pub use resample::resize_bicubic;
 pub use rng::{ItemRng, epoch_order};
-pub use self::tar::TarImages;
 pub use transform::{Crop, CropFlip, MAX_ASPECT_RATIO, Transform, resize_shorter_side};

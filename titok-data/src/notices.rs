@@ -117,7 +117,8 @@ mod tests {
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].starts_with("1 of 3 samples are JPEG") && w[0].contains("b.jpg"), "{}", w[0]);
         assert!(w[1].starts_with("1 of 3 samples are not 32x32") && w[1].contains("64x48"), "{}", w[1]);
-        let clean = FileSummary { files: 2, lossy: (0, None), sizes: vec![((32, 32), 2, "a.png".into())], noted: vec![] };
+        let clean =
+            FileSummary { files: 2, lossy: (0, None), sizes: vec![((32, 32), 2, "a.png".into())], noted: vec![] };
         assert!(clean.fid_warnings("samples", 32).is_empty());
     }
 }

@@ -196,7 +196,8 @@ fn scan_tar(archive: &Path, prefix: Option<&str>, read_signature: bool) -> Resul
         let Some(name) = scan.select(name, prefix, kind.is_dir()) else { continue };
         let rel = &name[prefix.map_or(0, str::len)..];
         let size = entry.size();
-        let checked = if is_plain_file(kind) { precheck(rel, size, None) } else { Err("not a plain file member".into()) };
+        let checked =
+            if is_plain_file(kind) { precheck(rel, size, None) } else { Err("not a plain file member".into()) };
         let checked = checked.and_then(|()| {
             if !read_signature {
                 return Ok(());
@@ -256,11 +257,8 @@ fn scan_gz(archive: &Path, prefix: Option<&str>, options: &IndexOptions) -> Resu
         .found
         .into_iter()
         .map(|(name, range)| {
-            let source = range.map(|range| ImageSource::Memory {
-                buffer: buffer.clone(),
-                range,
-                origin: Some(origin.clone()),
-            });
+            let source =
+                range.map(|range| ImageSource::Memory { buffer: buffer.clone(), range, origin: Some(origin.clone()) });
             (name, source)
         })
         .collect();
@@ -270,13 +268,11 @@ fn scan_gz(archive: &Path, prefix: Option<&str>, options: &IndexOptions) -> Resu
 /// A missing split is an error of its own, listing the archive's top-level folders.
 fn check_split<S>(archive: &Path, split: Option<&str>, scan: &Scan<S>) -> Result<()> {
     match split {
-        Some(split) if !scan.split_seen => {
-            Err(DataError::SplitNotFound {
-                archive: archive.to_path_buf(),
-                split: split.to_string(),
-                available: scan.top_level.iter().cloned().collect(),
-            })
-        }
+        Some(split) if !scan.split_seen => Err(DataError::SplitNotFound {
+            archive: archive.to_path_buf(),
+            split: split.to_string(),
+            available: scan.top_level.iter().cloned().collect(),
+        }),
         _ => Ok(()),
     }
 }

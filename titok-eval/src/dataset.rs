@@ -29,9 +29,9 @@ use super::image_metrics::{psnr, rfid_round, ssim};
 use super::inception::{FEATURE_DIM, InceptionV3};
 use super::npz::AdmNpzWriter;
 use super::report::{CodebookReport, FidKind, FidScore, MetricsReport, RunningMean};
+use crate::lpips::Lpips;
 use titok_data::image_io::has_image_extension;
 use titok_data::{FileSummary, ImageBatch, ImageBatcher, ImageFolder, ImageRecord, TarImages, Transform};
-use crate::lpips::Lpips;
 
 /// Settings shared by the dataset loops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,7 +324,14 @@ pub fn evaluate_reconstruction(
         lpips: m_lpips.mean(),
         codebook: counts.as_deref().map(codebook_report),
     };
-    Ok(DatasetEval { report, skipped, notes, warnings: Vec::new(), seconds: started.elapsed().as_secs_f64(), real_stats })
+    Ok(DatasetEval {
+        report,
+        skipped,
+        notes,
+        warnings: Vec::new(),
+        seconds: started.elapsed().as_secs_f64(),
+        real_stats,
+    })
 }
 
 fn real_stats_mismatch(saved: usize, read: usize) -> EvalError {

@@ -268,7 +268,12 @@ impl FidStats {
             let n = reader.read("n")?.to_f64();
             match n.as_slice() {
                 [v] if *v >= 0.0 => Some(*v as usize),
-                _ => return Err(EvalError::Npz { path: path.to_path_buf(), reason: format!("`n` is not a count: {n:?}") }),
+                _ => {
+                    return Err(EvalError::Npz {
+                        path: path.to_path_buf(),
+                        reason: format!("`n` is not a count: {n:?}"),
+                    });
+                }
             }
         } else {
             None
@@ -300,7 +305,9 @@ impl FidStats {
         let max = sigma.amax();
         let asym = (sigma - sigma.transpose()).amax();
         if asym > SYMMETRY_TOLERANCE * max {
-            return Err(format!("sigma is not symmetric (largest |sigma - sigma^T| {asym:e}, largest |sigma| {max:e})"));
+            return Err(format!(
+                "sigma is not symmetric (largest |sigma - sigma^T| {asym:e}, largest |sigma| {max:e})"
+            ));
         }
         let delta = NEGATIVE_TOLERANCE * sigma.norm();
         let shifted = sigma + DMatrix::identity(d, d) * delta;

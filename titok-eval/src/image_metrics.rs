@@ -34,7 +34,11 @@ pub fn rfid_round(images: Tensor<4>) -> Tensor<4> {
 
 fn check_pair(a: &Tensor<4>, b: &Tensor<4>, what: &str) -> Result<()> {
     if a.dims() != b.dims() || a.dims()[0] == 0 {
-        return Err(EvalError::Input(format!("{what} compares images of equal shape, got {:?} and {:?}", a.dims(), b.dims())));
+        return Err(EvalError::Input(format!(
+            "{what} compares images of equal shape, got {:?} and {:?}",
+            a.dims(),
+            b.dims()
+        )));
     }
     Ok(())
 }
@@ -57,9 +61,8 @@ pub fn psnr(a: Tensor<4>, b: Tensor<4>) -> Result<Tensor<1>> {
 /// The normalised 1-D Gaussian of the SSIM window.
 pub fn ssim_gaussian() -> Vec<f64> {
     let half = (SSIM_WINDOW / 2) as f64;
-    let g: Vec<f64> = (0..SSIM_WINDOW)
-        .map(|i| (-((i as f64 - half).powi(2)) / (2.0 * SSIM_SIGMA * SSIM_SIGMA)).exp())
-        .collect();
+    let g: Vec<f64> =
+        (0..SSIM_WINDOW).map(|i| (-((i as f64 - half).powi(2)) / (2.0 * SSIM_SIGMA * SSIM_SIGMA)).exp()).collect();
     let sum: f64 = g.iter().sum();
     g.into_iter().map(|v| v / sum).collect()
 }
@@ -92,7 +95,9 @@ pub fn ssim(a: Tensor<4>, b: Tensor<4>) -> Result<Tensor<1>> {
     check_pair(&a, &b, "SSIM")?;
     let [n, c, h, w] = a.dims();
     if h < SSIM_WINDOW || w < SSIM_WINDOW {
-        return Err(EvalError::Input(format!("SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {h}x{w}")));
+        return Err(EvalError::Input(format!(
+            "SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {h}x{w}"
+        )));
     }
     let device = a.device();
     // Local (co)variances are E[xy] − μxμy: in f32 that cancels badly on flat regions, where

@@ -139,7 +139,13 @@ impl Tower {
     fn new(convs: Vec<ConvBn>) -> Self {
         assert!((1..=5).contains(&convs.len()), "a tower has 1 to 5 convs");
         let mut it = convs.into_iter();
-        Self { conv: it.next().expect("one conv"), conv_1: it.next(), conv_2: it.next(), conv_3: it.next(), conv_4: it.next() }
+        Self {
+            conv: it.next().expect("one conv"),
+            conv_1: it.next(),
+            conv_2: it.next(),
+            conv_3: it.next(),
+            conv_4: it.next(),
+        }
     }
 
     /// # Shapes
@@ -154,10 +160,7 @@ impl Tower {
 
 /// 3x3 average pool, stride 1, padding 1, padding excluded from the average.
 fn avg_pool_3x3(x: Tensor<4>) -> Tensor<4> {
-    avg_pool2d(
-        x,
-        AvgPoolOptions::new([3, 3]).with_stride([1, 1]).with_padding([1, 1]).with_count_include_pad(false),
-    )
+    avg_pool2d(x, AvgPoolOptions::new([3, 3]).with_stride([1, 1]).with_padding([1, 1]).with_count_include_pad(false))
 }
 
 /// 3x3 max pool with the given stride and padding.
@@ -193,7 +196,12 @@ impl InceptionA {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let pooled = avg_pool_3x3(x.clone());
         Tensor::cat(
-            vec![self.conv.forward(x.clone()), self.tower.forward(x.clone()), self.tower_1.forward(x), self.tower_2.forward(pooled)],
+            vec![
+                self.conv.forward(x.clone()),
+                self.tower.forward(x.clone()),
+                self.tower_1.forward(x),
+                self.tower_2.forward(pooled),
+            ],
             1,
         )
     }
@@ -259,7 +267,12 @@ impl InceptionC {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let pooled = avg_pool_3x3(x.clone());
         Tensor::cat(
-            vec![self.conv.forward(x.clone()), self.tower.forward(x.clone()), self.tower_1.forward(x), self.tower_2.forward(pooled)],
+            vec![
+                self.conv.forward(x.clone()),
+                self.tower.forward(x.clone()),
+                self.tower_1.forward(x),
+                self.tower_2.forward(pooled),
+            ],
             1,
         )
     }

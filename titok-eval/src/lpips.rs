@@ -97,13 +97,8 @@ type Stage = (Option<(usize, usize)>, Range<usize>);
 const ALEXNET_STAGES: [Stage; 5] =
     [(None, 0..1), (Some((3, 2)), 1..2), (Some((3, 2)), 2..3), (None, 3..4), (None, 4..5)];
 
-const VGG16_STAGES: [Stage; 5] = [
-    (None, 0..2),
-    (Some((2, 2)), 2..4),
-    (Some((2, 2)), 4..7),
-    (Some((2, 2)), 7..10),
-    (Some((2, 2)), 10..13),
-];
+const VGG16_STAGES: [Stage; 5] =
+    [(None, 0..2), (Some((2, 2)), 2..4), (Some((2, 2)), 4..7), (Some((2, 2)), 7..10), (Some((2, 2)), 10..13)];
 
 /// Official key <-> Burn path table of LPIPS-AlexNet files.
 pub const LPIPS_ALEXNET_KEYS: KeyMap = KeyMap {

@@ -95,10 +95,7 @@ impl NpyArray {
     pub fn new(shape: Vec<usize>, data: NpyData) -> Result<Self> {
         let n: usize = shape.iter().product();
         if n != data.len() {
-            return Err(EvalError::Input(format!(
-                "array of shape {shape:?} needs {n} elements, got {}",
-                data.len()
-            )));
+            return Err(EvalError::Input(format!("array of shape {shape:?} needs {n} elements, got {}", data.len())));
         }
         Ok(Self { shape, data })
     }
@@ -212,10 +209,7 @@ pub fn decode_npy(bytes: &[u8]) -> std::result::Result<NpyArray, String> {
         "<f4" => NpyData::F32(take(4)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect()),
         "<i8" => NpyData::I64(take(8)?.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect()),
         "<i4" => NpyData::I64(
-            take(4)?
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().expect("4")) as i64)
-                .collect(),
+            take(4)?.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4")) as i64).collect(),
         ),
         "|u1" | "<u1" | "|b1" => NpyData::U8(take(1)?.to_vec()),
         other => return Err(format!("unsupported .npy dtype {other:?} (expected <f8, <f4, <i8, <i4, |u1)")),
@@ -237,9 +231,7 @@ fn npz_err(path: &Path, reason: impl ToString) -> EvalError {
 }
 
 fn stored(size: u64) -> SimpleFileOptions {
-    SimpleFileOptions::default()
-        .compression_method(CompressionMethod::Stored)
-        .large_file(size >= ZIP64_THRESHOLD)
+    SimpleFileOptions::default().compression_method(CompressionMethod::Stored).large_file(size >= ZIP64_THRESHOLD)
 }
 
 /// Writes arrays as an uncompressed `.npz` (entry `NAME.npy` per array, like `np.savez`),
@@ -319,7 +311,8 @@ impl NpzReader {
         if !self.contains(name) {
             return Err(npz_err(&path, format!("no array `{name}` (arrays: {:?})", self.names())));
         }
-        let mut entry = self.archive.by_name(&format!("{name}.npy")).map_err(|e| npz_err(&path, format!("`{name}`: {e}")))?;
+        let mut entry =
+            self.archive.by_name(&format!("{name}.npy")).map_err(|e| npz_err(&path, format!("`{name}`: {e}")))?;
         let mut bytes = Vec::with_capacity(entry.size() as usize);
         entry.read_to_end(&mut bytes).map_err(|e| npz_err(&path, format!("`{name}`: {e}")))?;
         decode_npy(&bytes).map_err(|e| npz_err(&path, format!("`{name}`: {e}")))
@@ -349,9 +342,8 @@ pub fn images_to_u8_nhwc(images: Tensor<4>) -> Result<Vec<u8>> {
         return Err(EvalError::Input(format!("expected [batch, 3, H, W] RGB images, got {:?}", images.dims())));
     }
     let nhwc = (images.clamp(0.0, 1.0) * 255.0).floor().permute([0, 2, 3, 1]); // [batch, H, W, 3]
-    let values = nhwc
-        .try_into_vec_as::<f32>()
-        .map_err(|e| EvalError::Input(format!("cannot read images back: {e:?}")))?;
+    let values =
+        nhwc.try_into_vec_as::<f32>().map_err(|e| EvalError::Input(format!("cannot read images back: {e:?}")))?;
     Ok(values.into_iter().map(|v| v as u8).collect())
 }
 
@@ -402,7 +394,8 @@ impl AdmNpzWriter {
             .start_file("arr_0.npy", stored(size))
             .map_err(|e| e.to_string())
             .and_then(|()| zip.write_all(&header).map_err(|e| e.to_string()));
-        let writer = Self { path: path.to_path_buf(), tmp, zip: Some(zip), shape: [height, width, 3], expected: n, written: 0 };
+        let writer =
+            Self { path: path.to_path_buf(), tmp, zip: Some(zip), shape: [height, width, 3], expected: n, written: 0 };
         started.map_err(|e| npz_err(path, e))?;
         Ok(writer)
     }

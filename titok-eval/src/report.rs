@@ -163,9 +163,17 @@ impl MetricsReport {
             rows.push(["LPIPS".into(), format!("{v:.4}"), images.clone()]);
         }
         if let Some(c) = &self.codebook {
-            rows.push(["codebook usage".into(), format!("{:.2} %", 100.0 * c.usage), format!("{} / {} codes", c.used, c.size)]);
+            rows.push([
+                "codebook usage".into(),
+                format!("{:.2} %", 100.0 * c.usage),
+                format!("{} / {} codes", c.used, c.size),
+            ]);
             let max_bits = (c.size.max(1) as f64).log2();
-            rows.push(["codebook entropy".into(), format!("{:.3} bits", c.entropy_bits), format!("max {max_bits:.3} bits")]);
+            rows.push([
+                "codebook entropy".into(),
+                format!("{:.3} bits", c.entropy_bits),
+                format!("max {max_bits:.3} bits"),
+            ]);
         }
         let widths: Vec<usize> = (0..3).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
         let mut out = String::new();

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use titok_model::generator::{GuidanceDecay, MaskSchedule};
 use titok_model::device::DeviceRequest;
+use titok_model::generator::{GuidanceDecay, MaskSchedule};
 
 /// Tokenize images into a few dozen 1D tokens, reconstruct them, and generate new images
 /// (TiTok, "An Image is Worth 32 Tokens for Reconstruction and Generation", and MaskGIT).

@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use titok_model::Titok;
 use titok_model::checkpoint::{HfConfig, load_generator, load_titok};
-use titok_model::generator::{Generator, TokenPredictor};
 use titok_model::device::{DeviceRequest, select_device};
+use titok_model::generator::{Generator, TokenPredictor};
 
 use crate::embedded::{self, EmbeddedModel};
 

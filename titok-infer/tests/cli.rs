@@ -14,13 +14,13 @@ use burn::module::Module;
 use burn::tensor::Device;
 use image::RgbImage;
 use serde_json::Value;
-use titok_model::TitokConfig;
-use titok_model::checkpoint::{HfConfig, load_generator, load_titok};
-use titok_model::golden::{FixtureKind, IoTensors};
 use titok_data::Transform;
 use titok_data::image_io::load_rgb;
 use titok_eval::npz::{NpyData, decode_npy};
 use titok_eval::read_npz;
+use titok_model::TitokConfig;
+use titok_model::checkpoint::{HfConfig, load_generator, load_titok};
+use titok_model::golden::{FixtureKind, IoTensors};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -551,7 +551,11 @@ fn info_prints_config_and_parameter_counts() {
     let generator = load_generator(&dir, &device).unwrap();
     let classes = titok_model::generator::TokenPredictor::layout(&generator).num_classes;
     // ImageNet's names for 1,000 classes, numbers otherwise.
-    let want = if classes == 1000 { "classes        1000 (tench, goldfish".to_string() } else { format!("classes        {classes} (") };
+    let want = if classes == 1000 {
+        "classes        1000 (tench, goldfish".to_string()
+    } else {
+        format!("classes        {classes} (")
+    };
     assert!(stdout.contains(&want), "{stdout}");
     assert_eq!(count_line(&stdout, "total"), generator.num_params());
 
@@ -794,7 +798,10 @@ fn exif_orientation_and_icc_profiles_are_applied_and_reported() {
     let (w, h) = upright.dimensions();
     let line = stderr.lines().find(|l| l.contains("phone.png")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(line.contains(&format!("{w}x{h} ->")), "the shown size comes first: {line}");
-    assert!(line.contains(&format!("EXIF orientation 6 applied (rotated 90 degrees clockwise; stored {h}x{w}")), "{line}");
+    assert!(
+        line.contains(&format!("EXIF orientation 6 applied (rotated 90 degrees clockwise; stored {h}x{w}")),
+        "{line}"
+    );
     let line = stderr.lines().find(|l| l.contains("adobe.png")).unwrap();
     assert!(line.contains("converted from") && line.contains("to sRGB"), "{line}");
     let rows: BTreeMap<String, Vec<i64>> = read_jsonl(&t.path("ids.json")).into_iter().collect();
@@ -823,7 +830,8 @@ fn lfs_pointers_and_html_pages_are_recognised() {
         assert!(err.contains("git lfs pull") && err.contains("2.4 GB"), "{err}");
         assert!(!err.contains("header of"), "no raw header-size message: {err}");
     }
-    std::fs::write(t.path("clone/model.safetensors"), "<!DOCTYPE html>\n<html><title>Sign in</title></html>\n").unwrap();
+    std::fs::write(t.path("clone/model.safetensors"), "<!DOCTYPE html>\n<html><title>Sign in</title></html>\n")
+        .unwrap();
     let err = fails(&titok(&t.0, &["info", "--model", "clone"]));
     assert!(err.contains("an HTML page") && err.contains("/resolve/"), "{err}");
 }

@@ -81,7 +81,6 @@ fn set_threads(n: Option<usize>) -> usize {
     rayon::current_num_threads()
 }
 
-
 /// Mean seconds per call after one warm-up call.
 fn time(iters: usize, f: &mut dyn FnMut()) -> f64 {
     f();

@@ -32,11 +32,7 @@ fn main() {
     // `--only encode|decode`: time one direction (e.g. under a profiler).
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).map(String::as_str);
     let threads = set_threads(args.iter().any(|a| a == "--threads").then(|| value("--threads", 0)));
-    let mut presets: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| TitokConfig::PRESETS.contains(a))
-        .collect();
+    let mut presets: Vec<&str> = args.iter().map(String::as_str).filter(|a| TitokConfig::PRESETS.contains(a)).collect();
     if presets.is_empty() {
         presets = vec!["s128", "b64", "l32"];
     }
@@ -93,4 +89,3 @@ fn set_threads(n: Option<usize>) -> usize {
     }
     rayon::current_num_threads()
 }
-

@@ -209,8 +209,17 @@ pub struct TitokConfig {
 impl TitokConfig {
     /// Names of every built-in preset, for `--help` texts and error messages.
     pub const PRESETS: &'static [&'static str] = &[
-        "s128", "b64", "l32", "bl64_vq8k", "bl128_vq8k", "sl256_vq8k", "ll32_vae", "bl64_vae",
-        "bl128_vae", "l64_512", "b128_512",
+        "s128",
+        "b64",
+        "l32",
+        "bl64_vq8k",
+        "bl128_vq8k",
+        "sl256_vq8k",
+        "ll32_vae",
+        "bl64_vae",
+        "bl128_vae",
+        "l64_512",
+        "b128_512",
     ];
 
     /// A two-stage model as released (`yucornetto/tokenizer_titok_{l32,b64,s128}_imagenet`):
@@ -365,10 +374,7 @@ impl TitokConfig {
         self.encoder.validate("encoder")?;
         self.decoder.validate("decoder")?;
         if self.patch_size == 0 || self.image_size == 0 || self.image_size % self.patch_size != 0 {
-            return err(format!(
-                "image size {} is not a multiple of patch size {}",
-                self.image_size, self.patch_size
-            ));
+            return err(format!("image size {} is not a multiple of patch size {}", self.image_size, self.patch_size));
         }
         if self.num_latent_tokens == 0 || self.token_size == 0 {
             return err("num_latent_tokens and token_size must be positive".into());

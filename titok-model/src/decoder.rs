@@ -70,9 +70,7 @@ impl TitokDecoder {
                 Conv2dConfig::new([w, p * p * 3], [1, 1]).init(device),
                 None,
                 Some(
-                    Conv2dConfig::new([3, 3], [3, 3])
-                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                        .init(device),
+                    Conv2dConfig::new([3, 3], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device),
                 ),
             )
         };

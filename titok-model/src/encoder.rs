@@ -79,9 +79,7 @@ impl TitokEncoder {
         let cls = self.class_embedding.val().unsqueeze::<3>().expand([b, 1, w]);
         let x = Tensor::cat(vec![cls, patches], 1) + self.positional_embedding.val().unsqueeze::<3>();
         // Stage 2: latent tokens appended after the patches.
-        let latents = (latent_tokens + self.latent_token_positional_embedding.val())
-            .unsqueeze::<3>()
-            .expand([b, k, w]);
+        let latents = (latent_tokens + self.latent_token_positional_embedding.val()).unsqueeze::<3>().expand([b, k, w]);
         let x = Tensor::cat(vec![x, latents], 1); // [b, 1 + G² + k, w]
         // Stage 3: transformer.
         let mut x = self.ln_pre.forward(x);
@@ -102,10 +100,7 @@ impl TitokEncoder {
         let (gh, gw) = (h / p, w_img / p);
         let weight = self.patch_embed.weight.val(); // [W, 3, p, p]
         let width = weight.dims()[0];
-        let patches = pixels
-            .reshape([b, c, gh, p, gw, p])
-            .permute([0, 2, 4, 1, 3, 5])
-            .reshape([b, gh * gw, c * p * p]);
+        let patches = pixels.reshape([b, c, gh, p, gw, p]).permute([0, 2, 4, 1, 3, 5]).reshape([b, gh * gw, c * p * p]);
         let weight = weight.reshape([width, c * p * p]).transpose().unsqueeze::<3>();
         let mut x = patches.matmul(weight);
         if let Some(bias) = &self.patch_embed.bias {

@@ -121,8 +121,7 @@ impl FixtureKind {
     /// When the set holds none: a suite that tests a kind must not pass on a set without it.
     pub fn all(self) -> Vec<PathBuf> {
         let root = golden_dir();
-        let dirs: Vec<PathBuf> =
-            discover(&root, &[self.prefix()]).into_iter().filter(|d| self.accepts(d)).collect();
+        let dirs: Vec<PathBuf> = discover(&root, &[self.prefix()]).into_iter().filter(|d| self.accepts(d)).collect();
         assert!(
             !dirs.is_empty(),
             "the fixture set {} holds no {self:?} fixture (folders `{}*`); the suite tests that kind",
@@ -144,11 +143,8 @@ impl FixtureKind {
 /// Sizes `S` of the stored tensors named `{prefix}{S}{suffix}`, ascending (e.g. `real_` and
 /// `""` give the discriminator's input sizes, `a_` and `_u8` LPIPS's).
 pub fn stored_sizes(io: &IoTensors, prefix: &str, suffix: &str) -> Vec<usize> {
-    let mut sizes: Vec<usize> = io
-        .names()
-        .iter()
-        .filter_map(|n| n.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok())
-        .collect();
+    let mut sizes: Vec<usize> =
+        io.names().iter().filter_map(|n| n.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()).collect();
     sizes.sort_unstable();
     sizes.dedup();
     sizes
@@ -201,10 +197,18 @@ impl IoTensors {
         for (name, view) in st.tensors() {
             let data = view.data();
             let (values, integral): (Vec<f64>, bool) = match view.dtype() {
-                Dtype::F32 => (data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(), false),
-                Dtype::F64 => (data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(), false),
-                Dtype::I64 => (data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(), true),
-                Dtype::I32 => (data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(), true),
+                Dtype::F32 => {
+                    (data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(), false)
+                }
+                Dtype::F64 => {
+                    (data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(), false)
+                }
+                Dtype::I64 => {
+                    (data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(), true)
+                }
+                Dtype::I32 => {
+                    (data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(), true)
+                }
                 Dtype::U8 | Dtype::BOOL => (data.iter().map(|&b| b as f64).collect(), true),
                 other => panic!("{}: tensor {name} has unsupported dtype {other:?}", path.display()),
             };
@@ -229,9 +233,7 @@ impl IoTensors {
     /// When it is not stored.
     pub fn get(&mut self, name: &str) -> &Stored {
         self.checked.insert(name.to_string());
-        self.tensors
-            .get(name)
-            .unwrap_or_else(|| panic!("{}: no tensor `{name}`", self.path.display()))
+        self.tensors.get(name).unwrap_or_else(|| panic!("{}: no tensor `{name}`", self.path.display()))
     }
 
     /// A stored tensor as a float tensor on `device` (uint8 images are divided by 255).

@@ -52,7 +52,13 @@ pub struct VectorQuantizer {
 
 impl VectorQuantizer {
     /// A codebook initialised uniform(-1/N, 1/N) as the official code does.
-    pub fn new(codebook_size: usize, token_size: usize, use_l2_norm: bool, commitment_cost: f64, device: &Device) -> Self {
+    pub fn new(
+        codebook_size: usize,
+        token_size: usize,
+        use_l2_norm: bool,
+        commitment_cost: f64,
+        device: &Device,
+    ) -> Self {
         let bound = 1.0 / codebook_size as f64;
         Self {
             embedding: EmbeddingConfig::new(codebook_size, token_size)
@@ -142,10 +148,7 @@ impl VectorQuantizer {
     pub fn decode_tokens(&self, ids: Tensor<2, Int>) -> Tensor<4> {
         let [b, k] = ids.dims();
         let c = self.token_size();
-        self.codebook()
-            .select(0, ids.reshape([b * k]))
-            .reshape([b, 1, k, c])
-            .permute([0, 3, 1, 2])
+        self.codebook().select(0, ids.reshape([b * k])).reshape([b, 1, k, c]).permute([0, 3, 1, 2])
     }
 }
 
@@ -191,12 +194,7 @@ impl CodebookStats {
                 })
                 .sum()
         };
-        Self {
-            used,
-            usage: used as f64 / counts.len().max(1) as f64,
-            entropy_bits,
-            perplexity: entropy_bits.exp2(),
-        }
+        Self { used, usage: used as f64 / counts.len().max(1) as f64, entropy_bits, perplexity: entropy_bits.exp2() }
     }
 }
 
@@ -245,7 +243,8 @@ mod tests {
         let mut q = VectorQuantizer::new(6, 3, true, 0.25, &device);
         // Exact unit codes (and a scaled one), so every distance to the zero latent is exactly 1.
         let codes = [0., 1., 0., 1., 0., 0., 0., 0., 2., -1., 0., 0., 0., -1., 0., 0., 0., -1.];
-        q.embedding.weight = burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(codes.to_vec(), [6, 3]), &device));
+        q.embedding.weight =
+            burn::module::Param::from_tensor(Tensor::from_data(TensorData::new(codes.to_vec(), [6, 3]), &device));
         let mut v = vec![0.0f32; 3 * 2];
         v[1] = 5.0; // token 0 = (0, 0, 0), token 1 = (5, 0, 0)
         let z = Tensor::<4>::from_data(TensorData::new(v, [1, 3, 1, 2]), &device);
@@ -291,7 +290,9 @@ mod tests {
     fn codebook_stats_count_usage_and_entropy() {
         let s = CodebookStats::from_ids([0, 1, 2, 3, 0, 1, 2, 3], 8);
         assert_eq!(s.used, 4);
-        assert!((s.usage - 0.5).abs() < 1e-12 && (s.entropy_bits - 2.0).abs() < 1e-12 && (s.perplexity - 4.0).abs() < 1e-9);
+        assert!(
+            (s.usage - 0.5).abs() < 1e-12 && (s.entropy_bits - 2.0).abs() < 1e-12 && (s.perplexity - 4.0).abs() < 1e-9
+        );
         let one = CodebookStats::from_ids([5; 10], 8);
         assert_eq!((one.used, one.entropy_bits, one.perplexity), (1, 0.0, 1.0));
     }

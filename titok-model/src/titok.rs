@@ -82,7 +82,13 @@ impl Titok {
             latent_tokens: embedding_param([config.num_latent_tokens, w], w, device),
             encoder: TitokEncoder::new(config, device),
             quantize: vq.then(|| {
-                VectorQuantizer::new(config.codebook_size, config.token_size, config.use_l2_norm, config.commitment_cost, device)
+                VectorQuantizer::new(
+                    config.codebook_size,
+                    config.token_size,
+                    config.use_l2_norm,
+                    config.commitment_cost,
+                    device,
+                )
             }),
             decoder: TitokDecoder::new(config, device),
             pixel_quantize: stage2
@@ -100,9 +106,7 @@ impl Titok {
         let [b, c, h, w] = pixels.dims();
         let s = self.config.image_size;
         if b == 0 || c != 3 || h != s || w != s {
-            return Err(TitokError::Input(format!(
-                "expected images [batch, 3, {s}, {s}], got [{b}, {c}, {h}, {w}]"
-            )));
+            return Err(TitokError::Input(format!("expected images [batch, 3, {s}, {s}], got [{b}, {c}, {h}, {w}]")));
         }
         Ok(())
     }
@@ -210,9 +214,7 @@ impl Titok {
     /// As [`Titok::encode`]; [`TitokError::Input`] for a stage-1 model (it decodes to logits).
     pub fn reconstruct(&self, pixels: Tensor<4>) -> Result<Tensor<4>> {
         if !self.config.decodes_to_pixels() {
-            return Err(TitokError::Input(
-                "a two-stage stage-1 model decodes to proxy-code logits, not pixels".into(),
-            ));
+            return Err(TitokError::Input("a two-stage stage-1 model decodes to proxy-code logits, not pixels".into()));
         }
         let enc = self.encode(pixels)?;
         Ok(self.decode(enc.latents).clamp(0.0, 1.0))

@@ -53,8 +53,8 @@ impl FusedAttention {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, l, w] = x.dims();
         let h = self.num_heads;
-        let qkv = x.matmul(self.in_proj_weight.val().transpose().unsqueeze::<3>())
-            + self.in_proj_bias.val().unsqueeze::<3>(); // [b, l, 3w]
+        let qkv =
+            x.matmul(self.in_proj_weight.val().transpose().unsqueeze::<3>()) + self.in_proj_bias.val().unsqueeze::<3>(); // [b, l, 3w]
         // [b, l, 3, h, d] -> [3, b, h, l, d]
         let qkv = qkv.reshape([b, l, 3, h, w / h]).permute([2, 0, 3, 1, 4]);
         let q = qkv.clone().slice_dim(0, 0..1).squeeze_dim::<4>(0);

@@ -148,7 +148,9 @@ fn rewrite(src: &Path, dst: &Path, edit: impl Fn(&mut Vec<(String, Vec<usize>, V
     edit(&mut tensors);
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
-        .map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
+        .map(|(n, s, d)| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap())
+        })
         .collect();
     safetensors::serialize_to_file(views, None, dst).unwrap();
 }
@@ -181,7 +183,10 @@ fn bad_checkpoints_give_clear_errors() {
         e.0 = "encoder.ln_pre.scale".into();
     });
     let msg = load_titok(&dir, &device).unwrap_err().to_string();
-    assert!(msg.contains("missing:     encoder.ln_pre.weight") && msg.contains("unexpected:  encoder.ln_pre.scale"), "{msg}");
+    assert!(
+        msg.contains("missing:     encoder.ln_pre.weight") && msg.contains("unexpected:  encoder.ln_pre.scale"),
+        "{msg}"
+    );
 
     // One tensor of the wrong shape.
     let dir = scratch("shape");
@@ -214,7 +219,10 @@ fn bad_checkpoints_give_clear_errors() {
     copy_dir(&src, &dir);
     edit_config(&dir, &|c| c["model"]["vq_model"]["vit_enc_model_size"] = serde_json::json!("huge"));
     let err = load_titok(&dir, &device).unwrap_err();
-    assert!(matches!(err, TitokError::ConfigFile { .. }) && err.to_string().contains("unknown ViT size `huge`"), "{err}");
+    assert!(
+        matches!(err, TitokError::ConfigFile { .. }) && err.to_string().contains("unknown ViT size `huge`"),
+        "{err}"
+    );
 
     // Token ids outside the codebook.
     let mut ids: Vec<i64> = (0..k as i64).map(|i| i % codebook as i64).collect();

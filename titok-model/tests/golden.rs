@@ -159,7 +159,8 @@ fn golden_tokenizer_fixtures_match_on_wgpu() {
 
 /// Every fixture of every tokenizer kind; each kind must be present in the set.
 fn check_all(device: &Device) {
-    let titok = [FixtureKind::TitokLegacyStage1, FixtureKind::TitokLegacyStage2, FixtureKind::TitokVq, FixtureKind::TitokVae];
+    let titok =
+        [FixtureKind::TitokLegacyStage1, FixtureKind::TitokLegacyStage2, FixtureKind::TitokVq, FixtureKind::TitokVae];
     for kind in titok {
         for dir in kind.all() {
             check_titok_fixture(&dir, device);

@@ -98,7 +98,10 @@ fn check_generator_fixture(dir: &Path, device: &Device) {
     }
     if io.has("full_input_ids_drop_label") {
         let drop = Some(all_true(b, device));
-        io.assert_ids("full_input_ids_drop_label", model_input(ids.clone(), condition_tokens(&layout, cond.clone(), drop)));
+        io.assert_ids(
+            "full_input_ids_drop_label",
+            model_input(ids.clone(), condition_tokens(&layout, cond.clone(), drop)),
+        );
     }
     io.assert_close("logits_cond", model.forward(ids.clone(), cond.clone(), None).unwrap(), ATOL, RTOL);
     io.assert_close("logits_drop_label", model.forward(ids, cond, Some(all_true(b, device))).unwrap(), ATOL, RTOL);

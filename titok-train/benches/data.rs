@@ -64,7 +64,10 @@ fn main() {
     let (t, cifar_test) = index(&cifar, "test", 3);
     println!("| cifar10-jpg.tar.gz | test | {} | {t:.3} |", cifar_test.len());
     let (t, samples) = index(&imagenet, "imagenet-samples-256jpg", 3);
-    println!("| imagenet-samples-256.tar (32 MB, indexed in place) | imagenet-samples-256jpg | {} | {t:.3} |", samples.len());
+    println!(
+        "| imagenet-samples-256.tar (32 MB, indexed in place) | imagenet-samples-256jpg | {} | {t:.3} |",
+        samples.len()
+    );
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("\n## Decode + transform + batch, images/s ({cores} cores)\n");

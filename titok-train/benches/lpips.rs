@@ -35,7 +35,14 @@ fn main() {
     }
 }
 
-fn pairs_per_second(device: &Device, weights: &PathBuf, batch: usize, size: usize, iters: usize, backward: bool) -> f64 {
+fn pairs_per_second(
+    device: &Device,
+    weights: &PathBuf,
+    batch: usize,
+    size: usize,
+    iters: usize,
+    backward: bool,
+) -> f64 {
     let lpips = Lpips::load(weights, device).unwrap_or_else(|e| {
         eprintln!("{e}; timing random weights");
         Lpips::new(LpipsNet::AlexNet, device)

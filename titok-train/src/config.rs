@@ -87,7 +87,15 @@ pub struct OptimConfig {
 impl Default for OptimConfig {
     fn default() -> Self {
         // Stage 1 of the official recipe.
-        Self { lr: 1e-4, end_lr: 1e-5, warmup_steps: 10_000, beta1: 0.9, beta2: 0.99, weight_decay: 1e-4, grad_clip: 1.0 }
+        Self {
+            lr: 1e-4,
+            end_lr: 1e-5,
+            warmup_steps: 10_000,
+            beta1: 0.9,
+            beta2: 0.99,
+            weight_decay: 1e-4,
+            grad_clip: 1.0,
+        }
     }
 }
 
@@ -267,8 +275,8 @@ impl TrainConfig {
                 let text = std::fs::read_to_string(p).map_err(|e| TrainError::io(p, e))?;
                 let is_toml = p.extension().is_some_and(|e| e == "toml");
                 if is_toml {
-                    let t: toml::Value = toml::from_str(&text)
-                        .map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))?;
+                    let t: toml::Value =
+                        toml::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))?;
                     serde_json::to_value(t).map_err(|e| TrainError::Config(e.to_string()))?
                 } else {
                     serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))?

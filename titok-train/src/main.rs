@@ -111,7 +111,10 @@ fn main() -> Result<()> {
     let config = TrainConfig::load(common.config.as_deref(), &overrides)?;
     let has_checkpoint = RunDir::create(&common.run)?.latest()?.is_some();
     if has_checkpoint && !common.resume {
-        bail!("{} already holds a checkpoint: pass --resume to continue it, or choose another --run", common.run.display());
+        bail!(
+            "{} already holds a checkpoint: pass --resume to continue it, or choose another --run",
+            common.run.display()
+        );
     }
     let requests = if common.devices.is_empty() { vec![common.device] } else { common.devices.clone() };
     let mut devices = Vec::new();
@@ -130,7 +133,8 @@ fn main() -> Result<()> {
             stages::tokenizer::train_tokenizer(config, true, &common.run, &devices).context("stage-1 training")?;
         }
         "stage2" => {
-            let config = TrainConfig::load_with_defaults(TrainConfig::stage2_recipe(), common.config.as_deref(), &overrides)?;
+            let config =
+                TrainConfig::load_with_defaults(TrainConfig::stage2_recipe(), common.config.as_deref(), &overrides)?;
             stages::stage2::train_stage2(config, &common.run, &devices).context("stage-2 training")?;
         }
         "generator" | "tokens" => {
@@ -152,7 +156,8 @@ fn main() -> Result<()> {
             stages::generator::train_generator(config, &common.run, &devices).context("generator training")?;
         }
         _ => {
-            stages::tokenizer::train_tokenizer(config, false, &common.run, &devices).context("single-stage training")?;
+            stages::tokenizer::train_tokenizer(config, false, &common.run, &devices)
+                .context("single-stage training")?;
         }
     }
     eprintln!("done; EMA weights in {}/checkpoints/", common.run.display());

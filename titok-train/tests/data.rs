@@ -16,8 +16,8 @@ use burn::data::dataset::transform::SelectionDataset;
 use burn::tensor::{Device, Tensor, TensorData};
 use image::{ImageBuffer, Luma, LumaA, Rgb, RgbImage, Rgba};
 use titok_train::data::image_io::{
-    self, DecodeLimits, decode_rgb, decode_rgb_with, image_grid, images_to_tensor, jpeg_is_complete,
-    save_png_grid, tensor_to_images,
+    self, DecodeLimits, decode_rgb, decode_rgb_with, image_grid, images_to_tensor, jpeg_is_complete, save_png_grid,
+    tensor_to_images,
 };
 use titok_train::data::{
     Crop, DataError, ImageBatch, ImageBatcher, ImageFolder, ImageList, ImageRecord, ImageSource, IndexOptions,
@@ -160,7 +160,10 @@ fn pixel_of(batch: &ImageBatch, name: &str, x: usize, y: usize) -> [u8; 3] {
 
 fn assert_near(actual: [u8; 3], expected: [u8; 3], tolerance: u8, what: &str) {
     for c in 0..3 {
-        assert!(actual[c].abs_diff(expected[c]) <= tolerance, "{what}: got {actual:?}, expected {expected:?} ±{tolerance}");
+        assert!(
+            actual[c].abs_diff(expected[c]) <= tolerance,
+            "{what}: got {actual:?}, expected {expected:?} ±{tolerance}"
+        );
     }
 }
 
@@ -310,7 +313,9 @@ fn crops_and_flips_depend_only_on_seed_epoch_and_index() {
     }
     // The generator recipe: centre crop, random flip.
     let gen_draws: Vec<_> = (0..64).map(|i| Transform::center_flip(16, 7).crop_flip(24, 16, 0, i)).collect();
-    assert!(gen_draws.iter().all(|p| p.left == 4) && gen_draws.iter().any(|p| p.flip) && gen_draws.iter().any(|p| !p.flip));
+    assert!(
+        gen_draws.iter().all(|p| p.left == 4) && gen_draws.iter().any(|p| p.flip) && gen_draws.iter().any(|p| !p.flip)
+    );
 
     // Epoch orders: permutations fixed by (seed, epoch).
     let order = epoch_order(1000, 5, 2);
@@ -394,7 +399,8 @@ fn mixed_folder_converts_formats_and_skips_bad_files() {
 
     // Indexing reads the signatures: empty, non-image and disguised text files are left out.
     let folder = ImageFolder::open(&dir).unwrap();
-    let mut skipped: Vec<(&str, &str)> = folder.skipped().iter().map(|s| (s.name.as_str(), s.reason.as_str())).collect();
+    let mut skipped: Vec<(&str, &str)> =
+        folder.skipped().iter().map(|s| (s.name.as_str(), s.reason.as_str())).collect();
     skipped.sort();
     assert_eq!(
         skipped,
@@ -516,7 +522,10 @@ fn folder_errors_name_the_folder_and_counts() {
         other => panic!("expected NoImages, got {other:?}"),
     }
     let message = error.to_string();
-    assert!(message.contains(&*texts.to_string_lossy()) && message.contains("3 files seen, all 3 skipped"), "{message}");
+    assert!(
+        message.contains(&*texts.to_string_lossy()) && message.contains("3 files seen, all 3 skipped"),
+        "{message}"
+    );
     std::fs::remove_dir_all(&empty).ok();
     std::fs::remove_dir_all(&texts).ok();
 }
@@ -552,8 +561,7 @@ fn class_folders_labels_and_archives_agree() {
 
     let folder = ImageFolder::open(&dir).unwrap();
     assert_eq!(folder.class_names(), ["bird", "cat", "dog"]);
-    let names: Vec<(&str, Option<usize>)> =
-        folder.list().records().iter().map(|r| (&*r.name, r.label)).collect();
+    let names: Vec<(&str, Option<usize>)> = folder.list().records().iter().map(|r| (&*r.name, r.label)).collect();
     assert_eq!(
         names,
         [
@@ -575,7 +583,8 @@ fn class_folders_labels_and_archives_agree() {
     assert_eq!(labels[0], ("cat/a.png".to_string(), Some(1)));
     assert_eq!(labels[2], ("dog/a.png".to_string(), Some(0)));
     assert_eq!(fixed.len(), 4);
-    let unlabelled = ImageFolder::open_with(&dir, &IndexOptions { labels: LabelSource::Unlabelled, ..Default::default() });
+    let unlabelled =
+        ImageFolder::open_with(&dir, &IndexOptions { labels: LabelSource::Unlabelled, ..Default::default() });
     assert_eq!(unlabelled.unwrap().len(), 7);
 
     // The same folder as .tar and .tar.gz, selected by split: same records and labels.
@@ -646,7 +655,8 @@ fn multi_worker_loading_gives_the_same_items_as_one_worker() {
 
     // Counted epochs (no hook in the loop): pass k of a multi-worker loader equals epoch k.
     let counted = ImageBatcher::new(Transform::train(24, 3));
-    let loader = DataLoaderBuilder::new(counted.clone()).batch_size(16).num_workers(3).set_device(device()).build(subset());
+    let loader =
+        DataLoaderBuilder::new(counted.clone()).batch_size(16).num_workers(3).set_device(device()).build(subset());
     let pass0 = collect(loader.as_ref());
     let pass1 = collect(loader.as_ref());
     fixed.set_epoch(0);
@@ -702,7 +712,6 @@ fn png_grids_and_tensor_conversions() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-
 /// FNV-1a 64 of a byte string (the `fnv` crate, as the token-cache fingerprint).
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash = fnv::FnvHasher::default();
@@ -743,4 +752,3 @@ fn resize_is_bit_exact_with_pillow() {
         assert_eq!(fnv1a(Transform::eval(size).apply(&photo, 0, 0).unwrap().as_raw()), cropped, "{file} cropped");
     }
 }
-

@@ -122,7 +122,11 @@ fn check_inception_fixture(model: &InceptionV3, dir: &Path, device: &Device) {
     // The network input of image 0 is an intermediate: compared when stored.
     if io.has("inception_input_299_img0") {
         let first = input.clone().slice([0..1]).try_into_vec_as::<f32>().unwrap();
-        let worst = first.iter().zip(&io.get("inception_input_299_img0").values).map(|(&a, &e)| (a as f64 - e).abs()).fold(0.0, f64::max);
+        let worst = first
+            .iter()
+            .zip(&io.get("inception_input_299_img0").values)
+            .map(|(&a, &e)| (a as f64 - e).abs())
+            .fold(0.0, f64::max);
         eprintln!("inception_input_299_img0: max |Δ| {worst:.2e}");
         io.assert_close("inception_input_299_img0", input.clone().slice([0..1]), INPUT_ATOL, 0.0);
     }
@@ -203,7 +207,8 @@ fn check_fid_fixture(dir: &Path) {
 #[test]
 fn accumulator_matches_two_pass_statistics() {
     let (n, d) = (613, 9);
-    let data: Vec<f32> = (0..n * d).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.3) * (1 + i % d) as f32 + 5.0).collect();
+    let data: Vec<f32> =
+        (0..n * d).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.3) * (1 + i % d) as f32 + 5.0).collect();
     let x = DMatrix::from_row_slice(n, d, &data.iter().map(|&v| v as f64).collect::<Vec<_>>());
     let mean = x.row_mean().transpose();
     let centred = DMatrix::from_fn(n, d, |i, j| x[(i, j)] - mean[j]);
@@ -217,7 +222,9 @@ fn accumulator_matches_two_pass_statistics() {
     let mut left = FeatureAccumulator::new(d);
     left.push_rows(&data[..100 * d]).unwrap();
     let mut right = FeatureAccumulator::new(d);
-    right.push(Tensor::<2>::from_data(TensorData::new(data[100 * d..].to_vec(), [n - 100, d]), &Device::flex())).unwrap();
+    right
+        .push(Tensor::<2>::from_data(TensorData::new(data[100 * d..].to_vec(), [n - 100, d]), &Device::flex()))
+        .unwrap();
     left.merge(&right).unwrap();
     assert_eq!(left.count(), n);
     assert!((&left.stats().unwrap().sigma - &cov).amax() < 1e-11 * cov.amax());
@@ -253,15 +260,27 @@ fn frechet_distance_closed_forms_and_errors() {
     // Dead features (always 0) and fewer samples than dimensions: FID is unchanged by the
     // dead dimensions, and finite.
     let (n, live, dead) = (15, 30, 10);
-    let value = |i: usize, j: usize, s: usize| ((i * 31 + j * 17 + s * 7) % 23) as f32 / 23.0 + (j % 3) as f32 * 0.1 * s as f32;
+    let value =
+        |i: usize, j: usize, s: usize| ((i * 31 + j * 17 + s * 7) % 23) as f32 / 23.0 + (j % 3) as f32 * 0.1 * s as f32;
     let full = |s: usize| -> Vec<f32> {
-        (0..n).flat_map(|i| (0..live + dead).map(move |j| if j % 4 == 1 && j / 4 < dead { 0.0 } else { value(i, j, s) })).collect()
+        (0..n)
+            .flat_map(|i| (0..live + dead).map(move |j| if j % 4 == 1 && j / 4 < dead { 0.0 } else { value(i, j, s) }))
+            .collect()
     };
     let reduced = |s: usize| -> Vec<f32> {
-        full(s).chunks(live + dead).flat_map(|r| r.iter().enumerate().filter(|(j, _)| !(j % 4 == 1 && j / 4 < dead)).map(|(_, v)| *v).collect::<Vec<_>>()).collect()
+        full(s)
+            .chunks(live + dead)
+            .flat_map(|r| {
+                r.iter().enumerate().filter(|(j, _)| !(j % 4 == 1 && j / 4 < dead)).map(|(_, v)| *v).collect::<Vec<_>>()
+            })
+            .collect()
     };
-    let with_dead = FidStats::from_rows(&full(1), live + dead).unwrap().fid(&FidStats::from_rows(&full(2), live + dead).unwrap()).unwrap();
-    let without = FidStats::from_rows(&reduced(1), live).unwrap().fid(&FidStats::from_rows(&reduced(2), live).unwrap()).unwrap();
+    let with_dead = FidStats::from_rows(&full(1), live + dead)
+        .unwrap()
+        .fid(&FidStats::from_rows(&full(2), live + dead).unwrap())
+        .unwrap();
+    let without =
+        FidStats::from_rows(&reduced(1), live).unwrap().fid(&FidStats::from_rows(&reduced(2), live).unwrap()).unwrap();
     assert!(with_dead.is_finite() && with_dead > 0.1 && (with_dead - without).abs() < 1e-9, "{with_dead} vs {without}");
 
     let small = DMatrix::<f64>::identity(3, 3);
@@ -345,7 +364,8 @@ fn ssim_against_hand_computed_values() {
     let noise = Tensor::<4>::random(shape, Distribution::Normal(0.0, 0.1), &device);
     for y in [(x.clone() + noise).clamp(0.0, 1.0), x.clone().neg() + 1.0, x.clone() * 0.5 + 0.2] {
         let got = ssim(x.clone(), y.clone()).unwrap().try_into_vec_as::<f32>().unwrap();
-        let want = ssim_reference(&x.clone().try_into_vec_as::<f32>().unwrap(), &y.try_into_vec_as::<f32>().unwrap(), shape);
+        let want =
+            ssim_reference(&x.clone().try_into_vec_as::<f32>().unwrap(), &y.try_into_vec_as::<f32>().unwrap(), shape);
         for (g, w) in got.iter().zip(&want) {
             assert!((*g as f64 - w).abs() < 1e-5, "{got:?} vs {want:?}");
         }
@@ -383,7 +403,10 @@ fn npy_bytes_follow_the_numpy_format() {
     // 0-d: no growth padding, only the alignment spaces.
     let scalar = String::from_utf8(npy_header("<i8", &[])[10..].to_vec()).unwrap();
     let dict = "{'descr': '<i8', 'fortran_order': False, 'shape': (), }";
-    assert!(scalar.starts_with(dict) && scalar[dict.len()..].trim_end_matches('\n').bytes().all(|c| c == b' '), "{scalar:?}");
+    assert!(
+        scalar.starts_with(dict) && scalar[dict.len()..].trim_end_matches('\n').bytes().all(|c| c == b' '),
+        "{scalar:?}"
+    );
 
     let a = NpyArray::new(vec![2, 2], NpyData::F64(vec![1.0, -2.5, 3.0, 1e-300])).unwrap();
     let bytes = encode_npy(&a);
@@ -471,7 +494,11 @@ fn npz_round_trips_and_adm_batches() {
     w.push_u8_nhwc(&[1; 60], 1).unwrap();
     assert!(matches!(w.finish(), Err(EvalError::Input(_))));
     assert!(!partial.exists());
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -487,7 +514,12 @@ fn report_table_json_and_warnings() {
     let stats = titok_model::CodebookStats::from_ids([0, 1, 2, 3, 0, 1], 8);
     let mut report = MetricsReport {
         name: Some("titok_l32".into()),
-        fid: Some(FidScore { kind: FidKind::Reconstruction, value: 1.7123, images: 50_000, reference_images: Some(50_000) }),
+        fid: Some(FidScore {
+            kind: FidKind::Reconstruction,
+            value: 1.7123,
+            images: 50_000,
+            reference_images: Some(50_000),
+        }),
         images: 50_000,
         psnr_db: mean.mean(),
         ssim: Some(0.61),
@@ -496,7 +528,10 @@ fn report_table_json_and_warnings() {
     };
     assert!(report.warnings().is_empty());
     let table = report.table();
-    assert!(table.contains("rFID") && table.contains("1.7123") && table.contains("50000 vs 50000 reference"), "{table}");
+    assert!(
+        table.contains("rFID") && table.contains("1.7123") && table.contains("50000 vs 50000 reference"),
+        "{table}"
+    );
     assert!(table.contains("4 / 8 codes") && !table.contains("LPIPS") && !table.contains("warning"), "{table}");
     let json = report.to_json();
     assert_eq!(json["fid"]["kind"], "rFID");
@@ -510,7 +545,10 @@ fn report_table_json_and_warnings() {
     report.fid = Some(FidScore { kind: FidKind::Generation, value: 24.0, images: 2, reference_images: None });
     report.lpips = Some(0.25);
     let table = report.table();
-    assert!(table.contains("gFID") && table.contains("2 vs reference statistics") && table.contains("LPIPS"), "{table}");
+    assert!(
+        table.contains("gFID") && table.contains("2 vs reference statistics") && table.contains("LPIPS"),
+        "{table}"
+    );
     assert!(table.contains("warning: gFID on 2 evaluated images (< 2048)"), "{table}");
     assert_eq!(report.to_json()["warnings"].as_array().unwrap().len(), 1);
 }

@@ -115,14 +115,16 @@ fn an_upright_phone_jpeg_is_read_upright() {
     let upright = marked(48, 32);
     let stored = stored_for(&upright, Orientation::Rotate90);
     let plain = decode_rgb(&jpeg_with(&stored, None, None), "plain.jpg").unwrap();
-    let phone = decode_image_with(&jpeg_with(&stored, Some(exif_orientation(6)), None), "phone.jpg", DecodeLimits::default())
-        .unwrap();
+    let phone =
+        decode_image_with(&jpeg_with(&stored, Some(exif_orientation(6)), None), "phone.jpg", DecodeLimits::default())
+            .unwrap();
     assert_eq!(phone.stored, (32, 48));
     assert_eq!(phone.image.dimensions(), (48, 32));
     assert_eq!(phone.image, image::imageops::rotate90(&plain));
     // Close to the upright original, far from the stored (sideways) pixels.
     let diff = |a: &RgbImage, b: &RgbImage| {
-        a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>() / a.as_raw().len() as f64
+        a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>()
+            / a.as_raw().len() as f64
     };
     assert!(diff(&phone.image, &upright) < 3.0, "mean |diff| {}", diff(&phone.image, &upright));
 
@@ -159,7 +161,8 @@ fn icc_tagged_images_are_converted_and_srgb_ones_left_alone() {
     let jpeg = decode_image_with(&jpeg_with(&image, None, Some(adobe)), "adobe.jpg", DecodeLimits::default()).unwrap();
     assert!(matches!(jpeg.icc, IccHandling::Converted { .. }), "{:?}", jpeg.icc);
     // A corrupt profile is reported and the pixels kept.
-    let junk = decode_image_with(&png_with(&image, None, Some(vec![7; 200])), "junk.png", DecodeLimits::default()).unwrap();
+    let junk =
+        decode_image_with(&png_with(&image, None, Some(vec![7; 200])), "junk.png", DecodeLimits::default()).unwrap();
     assert!(matches!(junk.icc, IccHandling::NotApplied { .. }), "{:?}", junk.icc);
     assert_eq!(junk.image, image);
     assert!(junk.notes()[0].contains("read as sRGB"), "{:?}", junk.notes());
@@ -170,7 +173,12 @@ fn gif(frames: &[[u8; 3]]) -> Vec<u8> {
     {
         let mut enc = GifEncoder::new(&mut out);
         let frames = frames.iter().map(|&c| {
-            Frame::from_parts(RgbaImage::from_pixel(8, 6, Rgba([c[0], c[1], c[2], 255])), 0, 0, Delay::from_numer_denom_ms(100, 1))
+            Frame::from_parts(
+                RgbaImage::from_pixel(8, 6, Rgba([c[0], c[1], c[2], 255])),
+                0,
+                0,
+                Delay::from_numer_denom_ms(100, 1),
+            )
         });
         enc.encode_frames(frames).unwrap();
     }
@@ -227,5 +235,9 @@ fn formats_survive_a_round_trip_through_the_detector() {
     assert_eq!(d.format, ImageFormat::Png);
     assert!(!d.is_lossy());
     assert_eq!(d.image, image::imageops::rotate180(&marked(8, 8)));
-    assert_eq!(image::load(Cursor::new(&bytes), ImageFormat::Png).unwrap().to_rgb8(), marked(8, 8), "stored as written");
+    assert_eq!(
+        image::load(Cursor::new(&bytes), ImageFormat::Png).unwrap().to_rgb8(),
+        marked(8, 8),
+        "stored as written"
+    );
 }

@@ -24,13 +24,13 @@ use titok_model::{QuantizeMode, Titok, TitokConfig, VitSize, VqganConfig};
 use titok_train::config::TrainConfig;
 use titok_train::data::{ImageBatch, ImageBatcher, Transform};
 use titok_train::discriminator::DiscriminatorConfig;
+use titok_train::losses::GanLossConfig;
 use titok_train::losses::{Lpips, PerceptualKind};
 use titok_train::stages::pixel_loss::{PixelLoss, PixelLossConfig, perceptual_input};
 use titok_train::stages::runner::{open_split, spread};
 use titok_train::stages::stage2::{Stage2Trainee, load_stage2_model, stage2_optimizer, train_stage2};
 use titok_train::stages::tokenizer::train_tokenizer;
 use titok_train::stages::vqgan::train_vqgan;
-use titok_train::losses::GanLossConfig;
 use titok_train::train::optim::AdamWSettings;
 use titok_train::train::schedule::WarmupCosine;
 
@@ -52,7 +52,14 @@ fn scratch(name: &str) -> PathBuf {
 
 /// The tiny teacher: f = 4 (`channel_mult [1, 2, 2]`), so 32 px images give 8x8 codes.
 fn tiny_vqgan() -> VqganConfig {
-    VqganConfig { hidden_channels: 32, channel_mult: vec![1, 2, 2], num_res_blocks: 1, z_channels: 32, codebook_size: 256, ..VqganConfig::official() }
+    VqganConfig {
+        hidden_channels: 32,
+        channel_mult: vec![1, 2, 2],
+        num_res_blocks: 1,
+        z_channels: 32,
+        codebook_size: 256,
+        ..VqganConfig::official()
+    }
 }
 
 /// A two-stage TiTok at 32 px with patch 4 (8x8 patches, matching the teacher's code grid).
@@ -83,7 +90,8 @@ fn pixel_loss(l2: f64, perceptual: f64, gan: f64, gan_start: usize, device: &Dev
         perceptual_weight: perceptual,
         perceptual_kind: PerceptualKind::Lpips,
         perceptual_min_size: 64,
-        gan: (gan > 0.0).then(|| GanLossConfig { discriminator_weight: gan, ..GanLossConfig::stage2().starting_at(gan_start) }),
+        gan: (gan > 0.0)
+            .then(|| GanLossConfig { discriminator_weight: gan, ..GanLossConfig::stage2().starting_at(gan_start) }),
         discriminator: DiscriminatorConfig::tiny(),
         discriminator_lr: WarmupCosine::new(1e-3, 1e-4, 0, 100),
     };
@@ -150,8 +158,10 @@ fn assert_none(what: &str, g: &[Option<Vec<f32>>]) {
 fn frozen_parts_stay_bit_identical_and_the_gan_starts_on_time() {
     let (mut t, ad) = trainee(|d| pixel_loss(1.0, 0.1, 0.1, 2, d));
     let mut optim = stage2_optimizer(&t, AdamWSettings::default());
-    let frozen = |t: &Stage2Trainee| (values(&t.model.encoder), values(&t.model.quantize), values(&t.model.latent_tokens));
-    let trained = |t: &Stage2Trainee| (values(&t.model.decoder), values(&t.model.pixel_decoder), values(&t.model.pixel_quantize));
+    let frozen =
+        |t: &Stage2Trainee| (values(&t.model.encoder), values(&t.model.quantize), values(&t.model.latent_tokens));
+    let trained =
+        |t: &Stage2Trainee| (values(&t.model.decoder), values(&t.model.pixel_decoder), values(&t.model.pixel_quantize));
     let disc = |t: &Stage2Trainee| values(&t.loss.adversarial.as_ref().unwrap().discriminator);
     let lecam = |t: &Stage2Trainee| {
         let a = t.loss.adversarial.as_ref().unwrap();
@@ -218,7 +228,9 @@ fn lpips_and_gan_losses_train_the_decoder_side_only() {
     let (g, _) = t.generator_loss(images.clone()).unwrap();
     assert!(g.perceptual.is_some() && g.gan.is_none());
     let grads = g.total.backward();
-    for (what, m) in [("decoder", grads_of(&t.model.decoder, &grads)), ("pixel decoder", grads_of(&t.model.pixel_decoder, &grads))] {
+    for (what, m) in
+        [("decoder", grads_of(&t.model.decoder, &grads)), ("pixel decoder", grads_of(&t.model.pixel_decoder, &grads))]
+    {
         assert_useful(&format!("LPIPS -> {what}"), &m);
     }
     assert_useful("LPIPS -> pixel codebook", &grads_of(&t.model.pixel_quantize, &grads));
@@ -245,7 +257,8 @@ fn lpips_and_gan_losses_train_the_decoder_side_only() {
     let grads = d.loss.total.clone().backward();
     let dg = grads_of(&adv.discriminator, &grads);
     // Every discriminator parameter but the fixed blur kernels has a gradient.
-    let trainable: Vec<_> = dg.iter().zip(values(&adv.discriminator)).filter(|(_, v)| v.len() != 16).map(|(g, _)| g.clone()).collect();
+    let trainable: Vec<_> =
+        dg.iter().zip(values(&adv.discriminator)).filter(|(_, v)| v.len() != 16).map(|(g, _)| g.clone()).collect();
     assert_useful("hinge + LeCam -> discriminator", &trainable);
     assert_none("decoder (discriminator loss)", &grads_of(&t.model.decoder, &grads));
     assert_none("pixel decoder (discriminator loss)", &grads_of(&t.model.pixel_decoder, &grads));

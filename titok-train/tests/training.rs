@@ -50,11 +50,7 @@ fn command(mode: &str, config: &Path, run: &Path, sets: &[String]) -> Command {
 
 fn run_ok(mode: &str, config: &Path, run: &Path, sets: &[String]) -> Output {
     let out = command(mode, config, run, sets).output().expect("run titok-train");
-    assert!(
-        out.status.success(),
-        "titok-train {mode} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "titok-train {mode} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
@@ -211,7 +207,8 @@ fn killed_run_resumes_bit_identically() {
     // Same EMA weights (HF export) and same model / optimizer / schedule state.
     let ema = |d: &Path| std::fs::read(d.join("checkpoints/step-0000040/model.safetensors")).unwrap();
     assert!(ema(&a) == ema(&b), "EMA weights differ after resume");
-    let (ids_a, ids_b) = (param_paths(&a.join("checkpoints/model-40.bpk")), param_paths(&b.join("checkpoints/model-40.bpk")));
+    let (ids_a, ids_b) =
+        (param_paths(&a.join("checkpoints/model-40.bpk")), param_paths(&b.join("checkpoints/model-40.bpk")));
     for kind in ["model", "optim", "scheduler"] {
         let f = format!("checkpoints/{kind}-40.bpk");
         let (ta, tb) = (record_tensors(&a.join(&f), &ids_a), record_tensors(&b.join(&f), &ids_b));
@@ -237,8 +234,20 @@ fn bad_training_input_gives_clear_errors() {
     std::fs::write(dir.join("text/a/notes.txt"), "not an image").unwrap();
     std::fs::write(dir.join("text/a/fake.jpg"), "not a jpeg either").unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec![format!("data.path={}", serde_json::to_string(&dir.join("empty")).unwrap()), "data.train_split=".into()], "empty"),
-        (vec![format!("data.path={}", serde_json::to_string(&dir.join("text")).unwrap()), "data.train_split=".into()], "skipped"),
+        (
+            vec![
+                format!("data.path={}", serde_json::to_string(&dir.join("empty")).unwrap()),
+                "data.train_split=".into(),
+            ],
+            "empty",
+        ),
+        (
+            vec![
+                format!("data.path={}", serde_json::to_string(&dir.join("text")).unwrap()),
+                "data.train_split=".into(),
+            ],
+            "skipped",
+        ),
         (vec!["data.path=/nonexistent/cifar.tar.gz".into()], "/nonexistent/cifar.tar.gz"),
         (vec!["data.image_size=48".into()], "!= data.image_size 48"),
         (vec!["run.batch_size=0".into()], "must be positive"),
@@ -266,7 +275,8 @@ fn data_parallel_steps_match_single_device() {
     let one = scratch("dp-one");
     run_ok("single-stage", &cfg, &one, &sets);
     let two = scratch("dp-two");
-    let out = command("single-stage", &cfg, &two, &sets).args(["--devices", "cpu,cpu", "--threads", "1"]).output().unwrap();
+    let out =
+        command("single-stage", &cfg, &two, &sets).args(["--devices", "cpu,cpu", "--threads", "1"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cpu (flex, 1 thread) + cpu (flex, 1 thread)"));
     let (a, b) = (logged(&one, "train", "Loss"), logged(&two, "train", "Loss"));

@@ -3,9 +3,9 @@
 use anyhow::{Result, bail};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use image::RgbImage;
-use titok_model::Titok;
 use titok_data::image_io::tensor_to_images;
 use titok_eval::rfid_round;
+use titok_model::Titok;
 
 use super::{Outcome, Timer};
 use crate::cli::{DetokenizeArgs, GlobalArgs};

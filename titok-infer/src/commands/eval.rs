@@ -5,12 +5,12 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
-use titok_model::generator::TokenPredictor;
 use titok_eval::inception::WEIGHTS_FILE as INCEPTION_FILE;
 use titok_eval::{
     DatasetEval, EvalImages, EvalOptions, GenerationPlan, InceptionV3, ReconMetrics, Reference, evaluate_generation,
     evaluate_reconstruction, evaluate_samples, load_inception_stats,
 };
+use titok_model::generator::TokenPredictor;
 
 use super::generate::{describe_sampler, sampler_config};
 use super::reconstruct::LpipsMetric;

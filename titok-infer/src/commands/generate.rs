@@ -83,7 +83,10 @@ pub fn run(g: &GlobalArgs, a: &GenerateArgs) -> Result<Outcome> {
         _ => None,
     };
     if !a.output.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
-        bail!("--output {} must name a .png file (the grid is a PNG; the ids go beside it as .json)", a.output.display());
+        bail!(
+            "--output {} must name a .png file (the grid is a PNG; the ids go beside it as .json)",
+            a.output.display()
+        );
     }
     let json_path = match sibling(&a.output, "json") {
         p if p == a.output => sibling(&a.output, "tokens.json"),

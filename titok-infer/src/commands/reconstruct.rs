@@ -7,11 +7,11 @@ use std::path::Path;
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 use image::RgbImage;
+use titok_data::image_io::{image_grid, tensor_to_images};
+use titok_eval::Lpips;
+use titok_eval::{RunningMean, psnr, rfid_round, ssim};
 use titok_model::Titok;
 use titok_model::config::QuantizeMode;
-use titok_data::image_io::{image_grid, tensor_to_images};
-use titok_eval::{RunningMean, psnr, rfid_round, ssim};
-use titok_eval::Lpips;
 
 use super::{Outcome, Timer};
 use crate::cli::{GlobalArgs, ReconstructArgs};

@@ -27,7 +27,9 @@ pub fn run(g: &GlobalArgs, a: &TokenizeArgs) -> Result<Outcome> {
     let format = tokens::format_for(a.output.as_deref(), a.format);
     // Output problems are reported before any image is processed.
     match &a.output {
-        Some(out) if out.is_dir() => bail!("-o {}: a folder; tokenize writes one file (tokens.json or tokens.npy)", out.display()),
+        Some(out) if out.is_dir() => {
+            bail!("-o {}: a folder; tokenize writes one file (tokens.json or tokens.npy)", out.display())
+        }
         Some(out) => guard.check(out)?,
         None if format == TokenFormat::Npy => bail!("--format npy needs an output file (-o tokens.npy)"),
         None => {}

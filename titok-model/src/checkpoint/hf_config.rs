@@ -46,10 +46,8 @@ impl HfConfig {
     /// [`TitokError::ConfigFile`] when an interpolation cannot be resolved.
     pub fn from_value(path: PathBuf, mut root: Value, meta: Option<Value>) -> Result<Self> {
         let snapshot = root.clone();
-        resolve_interpolations(&mut root, &snapshot, 0).map_err(|reason| TitokError::ConfigFile {
-            path: path.clone(),
-            reason,
-        })?;
+        resolve_interpolations(&mut root, &snapshot, 0)
+            .map_err(|reason| TitokError::ConfigFile { path: path.clone(), reason })?;
         Ok(Self { path, root, meta })
     }
 
@@ -111,7 +109,10 @@ impl HfConfig {
     pub fn vit_size(&self, name: &str) -> Result<VitSize> {
         let from = |v: Option<&Value>| -> Option<Result<VitSize>> {
             let s = v?.get(name)?;
-            Some(serde_json::from_value::<VitSize>(s.clone()).map_err(|e| self.error(format!("size preset `{name}`: {e}"))))
+            Some(
+                serde_json::from_value::<VitSize>(s.clone())
+                    .map_err(|e| self.error(format!("size preset `{name}`: {e}"))),
+            )
         };
         if let Some(s) = from(self.get("model.vq_model.size_presets")) {
             return s;
@@ -123,10 +124,11 @@ impl HfConfig {
             "small" | "base" | "large" => Ok(VitSize::from_name(name).expect("official size")),
             _ => {
                 let mut known = vec!["small".to_string(), "base".into(), "large".into()];
-                for extra in [self.get("model.vq_model.size_presets"), self.meta.as_ref().and_then(|m| m.get("size_presets"))]
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_object)
+                for extra in
+                    [self.get("model.vq_model.size_presets"), self.meta.as_ref().and_then(|m| m.get("size_presets"))]
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_object)
                 {
                     known.extend(extra.keys().cloned());
                 }
@@ -166,9 +168,9 @@ impl HfConfig {
         let enc_patch = self.usize_or(&p("vit_enc_patch_size"), Some(16))?;
         let dec_patch = self.usize_or(&p("vit_dec_patch_size"), Some(16))?;
         if enc_patch != dec_patch {
-            return Err(self.error(format!(
-                "encoder patch size {enc_patch} != decoder patch size {dec_patch} (not supported)"
-            )));
+            return Err(
+                self.error(format!("encoder patch size {enc_patch} != decoder patch size {dec_patch} (not supported)"))
+            );
         }
         let quantize_mode = match self.str_or(&p("quantize_mode"), "vq")? {
             "vq" => QuantizeMode::Vq,
@@ -275,9 +277,8 @@ fn resolve_interpolations(v: &mut Value, root: &Value, depth: usize) -> Result<(
     match v {
         Value::String(s) if s.contains("${") => {
             if let Some(inner) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')).filter(|i| !i.contains("${")) {
-                let mut target = lookup(root, inner)
-                    .ok_or_else(|| format!("interpolation `{s}` points to nothing"))?
-                    .clone();
+                let mut target =
+                    lookup(root, inner).ok_or_else(|| format!("interpolation `{s}` points to nothing"))?.clone();
                 resolve_interpolations(&mut target, root, depth + 1)?;
                 *v = target;
             } else {

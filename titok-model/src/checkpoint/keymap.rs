@@ -93,9 +93,7 @@ fn pattern(from: &str, to: &str) -> (String, String) {
 }
 
 fn escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| if c.is_ascii_alphanumeric() || c == '_' { vec![c] } else { vec!['\\', c] })
-        .collect()
+    s.chars().flat_map(|c| if c.is_ascii_alphanumeric() || c == '_' { vec![c] } else { vec!['\\', c] }).collect()
 }
 
 fn replace_segments(key: &str, from: &str, to: &str) -> String {

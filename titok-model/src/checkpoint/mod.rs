@@ -73,10 +73,9 @@ pub fn check_fit(
     for (name, shape) in expected {
         match found.get(name) {
             None => problems.push(format!("  missing:     {name} {shape:?}")),
-            Some(info) if &info.shape != shape => problems.push(format!(
-                "  wrong shape: {name}: checkpoint {:?}, model expects {shape:?}",
-                info.shape
-            )),
+            Some(info) if &info.shape != shape => {
+                problems.push(format!("  wrong shape: {name}: checkpoint {:?}, model expects {shape:?}", info.shape))
+            }
             Some(_) => {}
         }
     }
@@ -138,13 +137,7 @@ pub fn load_pytorch<M: Module + ModuleSnapshot>(mut module: M, path: &Path, keym
 fn finish_apply(path: &Path, keymap: &KeyMap, result: burn::store::ApplyResult) -> Result<()> {
     let mut problems: Vec<String> = result.errors.iter().map(|e| format!("  {e}")).collect();
     problems.extend(result.missing.iter().map(|(p, _)| format!("  missing:     {}", keymap.to_official(p))));
-    problems.extend(
-        result
-            .unused
-            .iter()
-            .filter(|k| !keymap.is_ignored(k))
-            .map(|k| format!("  unexpected:  {k}")),
-    );
+    problems.extend(result.unused.iter().filter(|k| !keymap.is_ignored(k)).map(|k| format!("  unexpected:  {k}")));
     if problems.is_empty() {
         Ok(())
     } else {
@@ -184,10 +177,7 @@ pub fn save_safetensors<M: Module + ModuleSnapshot>(
 ///
 /// # Errors
 /// [`TitokError::Write`] with the writer's message or the I/O error.
-pub fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&Path) -> std::result::Result<(), String>,
-) -> Result<()> {
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> std::result::Result<(), String>) -> Result<()> {
     let err = |reason: String| TitokError::Write { path: path.to_path_buf(), reason };
     // A device or pipe (`/dev/null`, `/dev/stdout`, a FIFO) is written in place: renaming a
     // temporary file over it would replace the device with a regular file.

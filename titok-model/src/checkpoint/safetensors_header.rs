@@ -28,8 +28,7 @@ pub fn read_safetensors_header(path: &Path) -> Result<BTreeMap<String, TensorInf
     let mut file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
     let file_len = file.metadata().map_err(|e| err(e.to_string()))?.len();
     let mut len_bytes = [0u8; 8];
-    file.read_exact(&mut len_bytes)
-        .map_err(|_| err(format!("not a safetensors file: only {file_len} bytes")))?;
+    file.read_exact(&mut len_bytes).map_err(|_| err(format!("not a safetensors file: only {file_len} bytes")))?;
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > 100_000_000 || 8 + header_len > file_len {
         return Err(err(format!(
@@ -72,7 +71,10 @@ pub fn read_safetensors_header(path: &Path) -> Result<BTreeMap<String, TensorInf
         };
         let expected = shape.iter().product::<usize>() as u64 * elem;
         if offsets[1] < offsets[0] || offsets[1] - offsets[0] != expected {
-            return Err(bad(&format!("{} data bytes for shape {shape:?} {dtype}", offsets[1].saturating_sub(offsets[0]))));
+            return Err(bad(&format!(
+                "{} data bytes for shape {shape:?} {dtype}",
+                offsets[1].saturating_sub(offsets[0])
+            )));
         }
         if offsets[1] > data_len {
             return Err(err(format!(

@@ -4,6 +4,6 @@ pub mod gan;
 pub mod perceptual;
 
 pub use gan::{DiscriminatorLoss, GanLossConfig, LecamEma};
-pub use titok_eval::{LossError, lpips};
-pub use titok_eval::lpips::{Lpips, LpipsNet, LpipsOutput};
 pub use perceptual::{PerceptualKind, PerceptualLoss};
+pub use titok_eval::lpips::{Lpips, LpipsNet, LpipsOutput};
+pub use titok_eval::{LossError, lpips};

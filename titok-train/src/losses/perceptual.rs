@@ -293,8 +293,7 @@ pub fn antialias_weights(input: usize, output: usize) -> Vec<f32> {
         // `as i64` truncates toward zero like the C++ `int` cast.
         let lo = ((center - support + 0.5) as i64).max(0) as usize;
         let hi = ((center + support + 0.5) as i64).min(input as i64) as usize;
-        let taps: Vec<f64> =
-            (lo..hi).map(|j| (1.0 - ((j as f64 - center + 0.5) * inv).abs()).max(0.0)).collect();
+        let taps: Vec<f64> = (lo..hi).map(|j| (1.0 - ((j as f64 - center + 0.5) * inv).abs()).max(0.0)).collect();
         let total: f64 = taps.iter().sum();
         for (j, t) in (lo..hi).zip(taps) {
             w[i * input + j] = if total > 0.0 { (t / total) as f32 } else { 0.0 };

@@ -84,7 +84,12 @@ impl PixelLossConfig {
     /// [`TrainError::Config`] for an unknown perceptual name or negative weights.
     pub fn from_train(config: &TrainConfig) -> Result<Self, TrainError> {
         let l = &config.loss;
-        for (name, w) in [("l2_weight", l.l2_weight), ("perceptual_weight", l.perceptual_weight), ("gan_weight", l.gan_weight), ("lecam_weight", l.lecam_weight)] {
+        for (name, w) in [
+            ("l2_weight", l.l2_weight),
+            ("perceptual_weight", l.perceptual_weight),
+            ("gan_weight", l.gan_weight),
+            ("lecam_weight", l.lecam_weight),
+        ] {
             if !(w >= 0.0 && w.is_finite()) {
                 return Err(TrainError::Config(format!("loss.{name} must be a finite number >= 0, got {w}")));
             }
@@ -92,8 +97,10 @@ impl PixelLossConfig {
         if !(0.0..1.0).contains(&l.lecam_ema_decay) {
             return Err(TrainError::Config(format!("loss.lecam_ema_decay {} must be in [0, 1)", l.lecam_ema_decay)));
         }
-        let perceptual_kind: PerceptualKind =
-            l.perceptual_loss.parse().map_err(|e: LossError| TrainError::Config(format!("loss.perceptual_loss: {e}")))?;
+        let perceptual_kind: PerceptualKind = l
+            .perceptual_loss
+            .parse()
+            .map_err(|e: LossError| TrainError::Config(format!("loss.perceptual_loss: {e}")))?;
         let gan = (l.gan_weight > 0.0).then(|| GanLossConfig {
             discriminator_start: l.gan_start as usize,
             discriminator_factor: 1.0,
@@ -360,7 +367,11 @@ impl PixelLoss {
     ///
     /// # Errors
     /// [`LossError::Model`] when the images do not fit the discriminator.
-    pub fn discriminator(&self, reconstructions: Tensor<4>, targets: Tensor<4>) -> Result<Option<DiscriminatorStep>, LossError> {
+    pub fn discriminator(
+        &self,
+        reconstructions: Tensor<4>,
+        targets: Tensor<4>,
+    ) -> Result<Option<DiscriminatorStep>, LossError> {
         let (Some(adv), Some(gan)) = (&self.adversarial, &self.config.gan) else { return Ok(None) };
         let step = adv.step();
         if !gan.is_active(step) {
@@ -401,7 +412,11 @@ impl PixelLoss {
     /// [`PixelLoss::gradients`] and returns the discriminator's gradients (clipped to the global
     /// norm `grad_clip` when > 0, as the official loop clips each side separately) with the
     /// learning rate of this discriminator update, or `None` when it was not trained this step.
-    pub fn take_discriminator_update(&mut self, grads: &mut GradientsParams, grad_clip: f64) -> Option<(f64, GradientsParams)> {
+    pub fn take_discriminator_update(
+        &mut self,
+        grads: &mut GradientsParams,
+        grad_clip: f64,
+    ) -> Option<(f64, GradientsParams)> {
         let adv = self.adversarial.as_mut()?;
         let gan = self.config.gan.as_ref()?;
         if let Some(real) = grads.remove::<1>(adv.lecam_real.id) {
@@ -466,7 +481,12 @@ impl PixelLoss {
 /// (holding `loss`): the groups are matched by the discriminator's module paths in it, which,
 /// unlike parameter ids, survive loading a checkpoint on resume. Nothing changes without a
 /// discriminator.
-pub fn with_discriminator_groups<M: Module>(optim: ModuleOptimizer, trainee: &M, loss: &PixelLoss, s: AdamWSettings) -> ModuleOptimizer {
+pub fn with_discriminator_groups<M: Module>(
+    optim: ModuleOptimizer,
+    trainee: &M,
+    loss: &PixelLoss,
+    s: AdamWSettings,
+) -> ModuleOptimizer {
     let Some((decayed, undecayed)) = discriminator_paths(trainee, loss) else { return optim };
     let base = AdamWConfig::new().with_beta_1(s.beta1).with_beta_2(s.beta2).with_epsilon(s.epsilon);
     optim

@@ -20,7 +20,8 @@ use burn::tensor::{Device, Tensor};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use titok_model::checkpoint::keymap::TITOK;
 use titok_model::checkpoint::{
-    HfConfig, StorageDType, WEIGHTS_FILE, load_safetensors, load_vqgan, read_safetensors_header, save_titok, vqgan_config,
+    HfConfig, StorageDType, WEIGHTS_FILE, load_safetensors, load_vqgan, read_safetensors_header, save_titok,
+    vqgan_config,
 };
 use titok_model::{MaskgitVqgan, QuantizeMode, Titok, TitokConfig, VqganConfig};
 
@@ -110,7 +111,8 @@ impl Stage2Trainee {
         let psnr = psnr(recon.clone().detach().clamp(0.0, 1.0), images.clone().detach())
             .map(|p| p.mean().into_scalar::<f64>())
             .unwrap_or(f64::NAN);
-        let terms = StepTerms::new(images.dims()[0]).with("loss", g.total.clone().into_scalar::<f64>()).with("psnr", psnr);
+        let terms =
+            StepTerms::new(images.dims()[0]).with("loss", g.total.clone().into_scalar::<f64>()).with("psnr", psnr);
         g.log(terms)
     }
 }
@@ -306,7 +308,8 @@ pub fn train_stage2(config: TrainConfig, run_dir: &Path, devices: &[Device]) -> 
     }
     let trainee = Stage2Trainee::new(model, loss, config.run.ema_decay, config.optim.grad_clip)?;
     let o = &config.optim;
-    let settings = AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() };
+    let settings =
+        AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() };
     let optim = stage2_optimizer(&trainee, settings);
     let schedule = WarmupCosine::new(o.lr, o.end_lr, o.warmup_steps, config.run.total_steps as usize);
 

@@ -215,7 +215,12 @@ fn ids_to_vec(ids: Tensor<2, Int>) -> Vec<i64> {
 ///
 /// # Errors
 /// [`TrainError`] for configurations, data, checkpoints and failed runs.
-pub fn train_tokenizer(config: TrainConfig, stage1: bool, run_dir: &Path, devices: &[Device]) -> Result<Titok, TrainError> {
+pub fn train_tokenizer(
+    config: TrainConfig,
+    stage1: bool,
+    run_dir: &Path,
+    devices: &[Device],
+) -> Result<Titok, TrainError> {
     let device = devices.first().ok_or_else(|| TrainError::Config("no training device".into()))?;
     config.validate_run()?;
     let titok_config = config.titok()?;
@@ -230,7 +235,10 @@ pub fn train_tokenizer(config: TrainConfig, stage1: bool, run_dir: &Path, device
         if !titok_config.is_legacy {
             return Err(TrainError::Config("stage 1 (proxy codes) needs a two-stage (is_legacy) model".into()));
         }
-        let path = config.teacher.as_ref().ok_or_else(|| TrainError::Config("stage 1 needs `teacher` (a MaskGIT-VQGAN)".into()))?;
+        let path = config
+            .teacher
+            .as_ref()
+            .ok_or_else(|| TrainError::Config("stage 1 needs `teacher` (a MaskGIT-VQGAN)".into()))?;
         let teacher = load_vqgan(path, device)?;
         if teacher.quantize.codebook_size() != titok_config.pixel_vqgan.codebook_size {
             return Err(TrainError::Config(format!(
@@ -266,7 +274,8 @@ pub fn train_tokenizer(config: TrainConfig, stage1: bool, run_dir: &Path, device
     let trainee = TokenizerTrainee::new(model, teacher, objective, loss, config.run.ema_decay, config.optim.grad_clip)
         .with_unused_code_weight(config.loss.unused_code_weight);
     let o = &config.optim;
-    let settings = AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() };
+    let settings =
+        AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() };
     let optim = with_discriminator_groups(adamw_with_groups(&trainee, settings), &trainee, &trainee.loss, settings);
     let schedule = WarmupCosine::new(o.lr, o.end_lr, o.warmup_steps, config.run.total_steps as usize);
 
@@ -300,9 +309,22 @@ pub fn train_tokenizer(config: TrainConfig, stage1: bool, run_dir: &Path, device
         Ok(())
     });
     let metrics: MetricSpec = if stage1 {
-        &[("loss", "Loss", false), ("ce", "Proxy-code CE", false), ("quantizer", "Quantizer loss", false), ("usage", "Codebook usage", true), ("perplexity", "Perplexity", true)]
+        &[
+            ("loss", "Loss", false),
+            ("ce", "Proxy-code CE", false),
+            ("quantizer", "Quantizer loss", false),
+            ("usage", "Codebook usage", true),
+            ("perplexity", "Perplexity", true),
+        ]
     } else {
-        &[("loss", "Loss", false), ("l2", "L2", false), ("regularizer", "Quantizer or KL", false), ("psnr", "PSNR dB", true), ("usage", "Codebook usage", true), ("perplexity", "Perplexity", true)]
+        &[
+            ("loss", "Loss", false),
+            ("l2", "L2", false),
+            ("regularizer", "Quantizer or KL", false),
+            ("psnr", "PSNR dB", true),
+            ("usage", "Codebook usage", true),
+            ("perplexity", "Perplexity", true),
+        ]
     };
     let launch_args = Launch {
         train: train_loader(&config, &train, device),

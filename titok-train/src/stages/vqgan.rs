@@ -129,7 +129,10 @@ pub fn train_vqgan(config: TrainConfig, run_dir: &Path, devices: &[Device]) -> R
     vq_config.validate()?;
     let f = vq_config.downsample_factor();
     if config.data.image_size % f != 0 {
-        return Err(TrainError::Config(format!("image size {} is not a multiple of the VQGAN factor {f}", config.data.image_size)));
+        return Err(TrainError::Config(format!(
+            "image size {} is not a multiple of the VQGAN factor {f}",
+            config.data.image_size
+        )));
     }
     let run = RunDir::create(run_dir)?;
     let (train, valid) = open_data(&config)?;
@@ -148,7 +151,8 @@ pub fn train_vqgan(config: TrainConfig, run_dir: &Path, devices: &[Device]) -> R
         grad_clip: config.optim.grad_clip,
     };
     let o = &config.optim;
-    let settings = AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() };
+    let settings =
+        AdamWSettings { beta1: o.beta1, beta2: o.beta2, weight_decay: o.weight_decay, ..AdamWSettings::default() };
     let optim = with_discriminator_groups(adamw_with_groups(&trainee, settings), &trainee, &trainee.loss, settings);
     let schedule = WarmupCosine::new(o.lr, o.end_lr, o.warmup_steps, config.run.total_steps as usize);
 
@@ -197,7 +201,14 @@ mod tests {
     use super::*;
 
     fn tiny() -> VqganConfig {
-        VqganConfig { hidden_channels: 32, channel_mult: vec![1, 2], num_res_blocks: 1, z_channels: 8, codebook_size: 16, ..VqganConfig::official() }
+        VqganConfig {
+            hidden_channels: 32,
+            channel_mult: vec![1, 2],
+            num_res_blocks: 1,
+            z_channels: 8,
+            codebook_size: 16,
+            ..VqganConfig::official()
+        }
     }
 
     #[test]

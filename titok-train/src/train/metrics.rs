@@ -8,8 +8,8 @@ use std::time::Instant;
 use burn::tensor::TensorReadError;
 use burn::train::metric::state::{FormatOptions, NumericMetricState};
 use burn::train::metric::{
-    Adaptor, ItemLazy, Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes,
-    NumericEntry, SerializedEntry,
+    Adaptor, ItemLazy, Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes, NumericEntry,
+    SerializedEntry,
 };
 
 /// Named scalars of one training or validation step, already on the host.
@@ -80,7 +80,13 @@ impl TermMetric {
     /// Follows `key`, displayed as `label` (also a log file name: no `/`).
     pub fn new(key: &'static str, label: &str, higher_is_better: bool) -> Self {
         assert!(!label.contains('/'), "metric label `{label}` names a log file");
-        Self { key, name: Arc::new(label.to_string()), higher_is_better, precision: 4, state: NumericMetricState::default() }
+        Self {
+            key,
+            name: Arc::new(label.to_string()),
+            higher_is_better,
+            precision: 4,
+            state: NumericMetricState::default(),
+        }
     }
 
     /// Digits after the decimal point.

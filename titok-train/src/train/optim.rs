@@ -174,7 +174,10 @@ mod tests {
         }
         assert_eq!(ids.len(), 4, "bias, gamma, beta, latent_tokens");
         let paths = no_decay_paths(&toy);
-        assert!(paths.contains(&"ln_pre.gamma".to_string()) && paths.contains(&"latent_tokens".to_string()), "{paths:?}");
+        assert!(
+            paths.contains(&"ln_pre.gamma".to_string()) && paths.contains(&"latent_tokens".to_string()),
+            "{paths:?}"
+        );
     }
 
     #[test]

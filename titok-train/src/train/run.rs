@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
-use burn::train::checkpoint::{Checkpoint, Checkpointer, CheckpointerError, CheckpointingAction, CheckpointingStrategy, FileCheckpointer};
+use burn::train::checkpoint::{
+    Checkpoint, Checkpointer, CheckpointerError, CheckpointingAction, CheckpointingStrategy, FileCheckpointer,
+};
 use burn::train::metric::store::EventStoreClient;
 use serde::{Deserialize, Serialize};
 use titok_model::checkpoint::write_bytes_atomically;
@@ -88,12 +90,17 @@ impl RunDir {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-        let state: RunState = serde_json::from_str(&text)
-            .map_err(|e| TrainError::Resume(format!("{}: {e}", path.display())))?;
+        let state: RunState =
+            serde_json::from_str(&text).map_err(|e| TrainError::Resume(format!("{}: {e}", path.display())))?;
         for kind in ["model", "optim", "scheduler"] {
             let f = self.checkpoints().join(format!("{kind}-{}.bpk", state.step));
             if !f.exists() {
-                return Err(TrainError::Resume(format!("{} names step {} but {} is missing", path.display(), state.step, f.display())));
+                return Err(TrainError::Resume(format!(
+                    "{} names step {} but {} is missing",
+                    path.display(),
+                    state.step,
+                    f.display()
+                )));
             }
         }
         Ok(Some(state))
@@ -172,7 +179,9 @@ impl SaveTracker {
 }
 
 /// The three burn-train checkpointers of a run plus the tracker of their completion.
-pub fn checkpointers(run: &RunDir) -> (NotifyingCheckpointer, NotifyingCheckpointer, NotifyingCheckpointer, SaveTracker) {
+pub fn checkpointers(
+    run: &RunDir,
+) -> (NotifyingCheckpointer, NotifyingCheckpointer, NotifyingCheckpointer, SaveTracker) {
     let (tx, rx) = channel();
     let make = |name: &str| NotifyingCheckpointer {
         inner: FileCheckpointer::new(run.checkpoints(), name),

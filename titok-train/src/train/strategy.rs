@@ -12,8 +12,9 @@ use burn::data::dataloader::Progress;
 use burn::tensor::Device;
 use burn::train::checkpoint::CheckpointerError;
 use burn::train::{
-    EventProcessorTraining, LearnerEvent, TrainingError, TrainingItem, InferenceStep, Learner, LearnerModel, SupervisedLearningStrategy, SupervisedTrainingEventProcessor, TrainLoader,
-    TrainStep, TrainingComponents, ValidLoader,
+    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearnerModel, SupervisedLearningStrategy,
+    SupervisedTrainingEventProcessor, TrainLoader, TrainStep, TrainingComponents, TrainingError, TrainingItem,
+    ValidLoader,
 };
 
 use burn::optim::GradientsAccumulator;
@@ -59,7 +60,11 @@ pub struct StepStrategy<M: LearnerModel> {
 /// per device on a copy of the model (`fork`), gradients moved to the main device and averaged
 /// (each shard's loss is a mean over its images, so the average over equal shards is the
 /// gradient of the whole batch's mean loss).
-fn data_parallel_step<M>(learner: &Learner<M>, shards: Vec<<M as TrainStep>::Input>, devices: &[Device]) -> burn::train::TrainOutput<StepTerms>
+fn data_parallel_step<M>(
+    learner: &Learner<M>,
+    shards: Vec<<M as TrainStep>::Input>,
+    devices: &[Device],
+) -> burn::train::TrainOutput<StepTerms>
 where
     M: LearnerModel + TrainStep<Output = StepTerms>,
 {
@@ -146,11 +151,8 @@ where
                 learner.optimizer_step(out.grads);
                 step += 1;
                 done_items += self.loader.schedule().batch_size;
-                let progress = Progress {
-                    items_processed: done_items,
-                    items_total: total_items,
-                    unit: Some("images".into()),
-                };
+                let progress =
+                    Progress { items_processed: done_items, items_total: total_items, unit: Some("images".into()) };
                 let item = TrainingItem::new(out.item, progress, Some(step as usize), Some(learner.lr_current()));
                 interrupter.fail_on_error(processor.process_train(LearnerEvent::ProcessedItem(item)));
 
@@ -214,9 +216,8 @@ impl<M: LearnerModel> StepStrategy<M> {
         store: &burn::train::metric::store::EventStoreClient,
         step: u64,
     ) -> Result<(), TrainError> {
-        let checkpointer = checkpointer
-            .as_mut()
-            .ok_or_else(|| TrainError::Config("the step strategy needs checkpointers".into()))?;
+        let checkpointer =
+            checkpointer.as_mut().ok_or_else(|| TrainError::Config("the step strategy needs checkpointers".into()))?;
         checkpointer.checkpoint(learner, step as usize, store);
         (self.on_checkpoint)(&learner.model(), step)?;
         self.tracker.wait(step as usize);
