@@ -168,8 +168,8 @@ pub(crate) fn nearest_code_kernel<F: Float, I: Int>(
         load_rows::<F>(z, &mut zr, row0, unit, n, 0, d, &row_scale, units, tm, depth);
     }
 
-    let tiles = (k + bn - 1) / bn;
-    let chunks = (d + depth - 1) / depth;
+    let tiles = k.div_ceil(bn);
+    let chunks = d.div_ceil(depth);
     for t in 0..tiles {
         let code0 = t * bn;
         // Partial dots `acc[i * BN + j]` of the streamed case, kept across the chunks.

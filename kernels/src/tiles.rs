@@ -143,7 +143,7 @@ mod tests {
                 if tile.resident_rows {
                     assert!(tile.depth >= d && tile.depth < d + 4, "one chunk holds the row: {tile:?}");
                 }
-                assert!(tile.codes_per_tile >= 8 && tile.codes_per_tile % 8 == 0);
+                assert!(tile.codes_per_tile >= 8 && tile.codes_per_tile.is_multiple_of(8));
                 assert!(tile.codes_per_tile <= k.next_multiple_of(8), "no tile wider than the codebook");
             }
         }

@@ -71,9 +71,9 @@ impl SkipLog {
     /// Records a failure; warns and counts only the first time a location fails.
     fn record(&self, location: String, error: &DataError) {
         let mut reasons = self.reasons.lock().unwrap_or_else(PoisonError::into_inner);
-        if !reasons.contains_key(&location) {
-            tracing::warn!(file = %location, reason = %error, "skipping unreadable image");
-            reasons.insert(location, error.to_string());
+        if let std::collections::hash_map::Entry::Vacant(entry) = reasons.entry(location) {
+            tracing::warn!(file = %entry.key(), reason = %error, "skipping unreadable image");
+            entry.insert(error.to_string());
             self.count.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -109,6 +109,13 @@ pub enum DataError {
     /// Bad arguments to a helper (tensor shape, grid columns, ...).
     #[error("invalid input: {0}")]
     Input(String),
+    /// A token cache that cannot be built or used (unreadable, corrupt, out-of-range values,
+    /// built by another tokenizer or from other data); the message names the file and the fix.
+    #[error("{0}")]
+    TokenCache(String),
+    /// From the model crate (encoding with a tokenizer, atomic writes).
+    #[error(transparent)]
+    Model(#[from] titok_model::TitokError),
     /// Writing an output file failed.
     #[error("cannot write {path}: {reason}")]
     Write {

@@ -15,6 +15,8 @@
 //!    reported once, counted ([`SkipLog`]) and left out.
 //! 3. **Order**: crops and flips depend only on `(seed, epoch, index)` and [`epoch_order`] only
 //!    on `(seed, epoch)`, so a resumed run sees the same data.
+//! 4. **Tokens** (generator training): [`TokenCache`] encodes a dataset once with a TiTok
+//!    tokenizer into a safetensors file of ids and labels ([`token_cache`]).
 //!
 //! ```no_run
 //! use burn::data::dataloader::DataLoaderBuilder;
@@ -50,10 +52,13 @@ mod folder;
 pub mod image_io;
 mod image_list;
 mod notices;
+mod progress;
 mod record;
 mod resample;
 mod rng;
+mod spread;
 mod tar;
+pub mod token_cache;
 mod transform;
 
 pub use self::tar::TarImages;
@@ -63,7 +68,10 @@ pub use error::{DataError, Result};
 pub use folder::ImageFolder;
 pub use image_list::{ImageList, IndexOptions, LabelSource, Skipped};
 pub use notices::{FileSummary, NoticeLog};
+pub use progress::progress_bar;
 pub use record::{ImageRecord, ImageSource, MAX_ENCODED_BYTES};
 pub use resample::resize_bicubic;
 pub use rng::{ItemRng, epoch_order};
+pub use spread::spread_indices;
+pub use token_cache::{TokenCache, TokenCacheHeader, TokenizeOptions, tokenizer_fingerprint};
 pub use transform::{Crop, CropFlip, MAX_ASPECT_RATIO, Transform, resize_shorter_side};

@@ -31,7 +31,9 @@ use super::npz::AdmNpzWriter;
 use super::report::{CodebookReport, FidKind, FidScore, MetricsReport, RunningMean};
 use crate::lpips::Lpips;
 use titok_data::image_io::has_image_extension;
-use titok_data::{FileSummary, ImageBatch, ImageBatcher, ImageFolder, ImageRecord, TarImages, Transform};
+use titok_data::{
+    FileSummary, ImageBatch, ImageBatcher, ImageFolder, ImageRecord, TarImages, Transform, spread_indices,
+};
 
 /// Settings shared by the dataset loops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +59,7 @@ impl EvalOptions {
     }
 
     fn bar(&self, total: usize, message: &str) -> ProgressBar {
-        if self.progress { super::progress_bar(total as u64, message) } else { ProgressBar::hidden() }
+        if self.progress { titok_data::progress_bar(total as u64, message) } else { ProgressBar::hidden() }
     }
 }
 
@@ -103,7 +105,7 @@ impl EvalImages {
             .map(|s| (s.name.clone(), s.reason.clone()))
             .collect();
         let records = match limit {
-            Some(n) if n < records.len() => (0..n).map(|i| records[i * records.len() / n].clone()).collect(),
+            Some(n) if n < records.len() => spread_indices(records.len(), n).map(|i| records[i].clone()).collect(),
             _ => records,
         };
         let source = match split {

@@ -138,7 +138,7 @@ impl FeatureAccumulator {
     }
 
     fn check_rows(&self, len: usize, finite: bool) -> Result<()> {
-        if self.dim == 0 || len % self.dim != 0 {
+        if self.dim == 0 || !len.is_multiple_of(self.dim) {
             return Err(EvalError::Input(format!("{len} values are not whole rows of width {}", self.dim)));
         }
         if !finite {

@@ -28,7 +28,7 @@ use titok_model::checkpoint::{KeyMap, KeyRule, load_safetensors};
 
 use super::error::{EvalError, Result};
 use super::frechet::FeatureAccumulator;
-use super::resize::resize_bilinear;
+use super::resize::{Filter, resize};
 
 /// Width of the pool3 features.
 pub const FEATURE_DIM: usize = 2048;
@@ -473,7 +473,7 @@ impl InceptionV3 {
         if b == 0 || c != 3 || h == 0 || w == 0 {
             return Err(EvalError::Input(format!("expected [batch, 3, H, W] RGB images, got {:?}", images.dims())));
         }
-        let x = resize_bilinear(images, [INPUT_SIZE, INPUT_SIZE]); // [batch, 3, 299, 299]
+        let x = resize(images, [INPUT_SIZE, INPUT_SIZE], Filter::Bilinear); // [batch, 3, 299, 299]
         // 0.9921875 + 1 = 255/128: the helper's "TF" range, (255x − 128)/128.
         Ok(x * (255.0 / 128.0) - 1.0)
     }
@@ -534,7 +534,7 @@ impl InceptionV3 {
         let n = images.dims()[0];
         for start in (0..n).step_by(batch_size) {
             let end = (start + batch_size).min(n);
-            let batch = images.clone().slice([start..end]);
+            let batch = images.clone().slice_dim(0, start..end);
             acc.push(self.features(batch)?)?;
             if let Some(bar) = progress {
                 bar.inc((end - start) as u64);

@@ -39,19 +39,4 @@ pub use loss_error::LossError;
 pub use lpips::{Lpips, LpipsNet, LpipsOutput};
 pub use npz::{AdmNpzWriter, NpyArray, NpyData, NpzReader, read_npz, write_npz};
 pub use report::{CodebookReport, FID_MIN_IMAGES, FidKind, FidScore, MetricsReport, RunningMean};
-pub use resize::resize_bilinear;
-
-use indicatif::{ProgressBar, ProgressStyle};
-
-/// A progress bar over `total` images in the project's style (drawn on stderr; hidden when
-/// stderr is not a terminal).
-pub fn progress_bar(total: u64, message: &str) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} images ({per_sec}, eta {eta})")
-    {
-        bar.set_style(style);
-    }
-    bar.set_message(message.to_string());
-    bar
-}
+pub use resize::{Filter, resize};

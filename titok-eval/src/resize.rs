@@ -1,6 +1,9 @@
-//! Bilinear resizing exactly as `torch.nn.functional.interpolate(mode="bilinear",
-//! align_corners=False, antialias=False)`, written as two matrix products so that every
-//! backend computes the same thing.
+//! The one image-tensor resizer: bilinear resizing exactly as
+//! `torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`, with
+//! `antialias=False` (the FID Inception input, [`Filter::Bilinear`]) or `antialias=True` (the
+//! perceptual losses, [`Filter::BilinearAntialias`]), written as two matrix products (one
+//! `[n_out, n_in]` weight matrix per axis) so that every backend computes the same thing and
+//! gradients flow through it.
 //!
 //! For an output index `o` along an axis of `n_in -> n_out` pixels, the source coordinate is
 //! `s = max((o + 0.5)·n_in/n_out − 0.5, 0)`; it reads `i0 = ⌊s⌋` and `i1 = min(i0 + 1, n_in − 1)`
@@ -26,25 +29,64 @@ pub fn interpolation_matrix(n_in: usize, n_out: usize) -> Vec<f32> {
     w
 }
 
-fn matrix(n_in: usize, n_out: usize, device: &Device) -> Tensor<2> {
-    Tensor::from_data(TensorData::new(interpolation_matrix(n_in, n_out), [n_out, n_in]), device)
+/// Resampling weights `[out, in]` of PyTorch's `interpolate(mode="bilinear",
+/// align_corners=False, antialias=True)` along one axis (a triangle filter widened by the
+/// down-scaling factor, as PIL does).
+pub fn antialias_weights(input: usize, output: usize) -> Vec<f32> {
+    let scale = input as f64 / output as f64;
+    let (support, inv) = if scale >= 1.0 { (scale, 1.0 / scale) } else { (1.0, 1.0) };
+    let mut w = vec![0f32; output * input];
+    for i in 0..output {
+        let center = scale * (i as f64 + 0.5);
+        // `as i64` truncates toward zero like the C++ `int` cast.
+        let lo = ((center - support + 0.5) as i64).max(0) as usize;
+        let hi = ((center + support + 0.5) as i64).min(input as i64) as usize;
+        let taps: Vec<f64> = (lo..hi).map(|j| (1.0 - ((j as f64 - center + 0.5) * inv).abs()).max(0.0)).collect();
+        let total: f64 = taps.iter().sum();
+        for (j, t) in (lo..hi).zip(taps) {
+            w[i * input + j] = if total > 0.0 { (t / total) as f32 } else { 0.0 };
+        }
+    }
+    w
 }
 
-/// Resizes images with PyTorch's bilinear `align_corners=False`, `antialias=False` rule.
-/// Same-size input is returned unchanged.
+/// The resampling filter of [`resize`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// `antialias=False`: two taps per output pixel, a down-sampling step skips pixels
+    /// ([`interpolation_matrix`]).
+    Bilinear,
+    /// `antialias=True`: the triangle filter widened by the down-scaling factor
+    /// ([`antialias_weights`]).
+    BilinearAntialias,
+}
+
+impl Filter {
+    /// The `[n_out, n_in]` weight matrix of one axis.
+    fn matrix(self, n_in: usize, n_out: usize, device: &Device) -> Tensor<2> {
+        let w = match self {
+            Self::Bilinear => interpolation_matrix(n_in, n_out),
+            Self::BilinearAntialias => antialias_weights(n_in, n_out),
+        };
+        Tensor::from_data(TensorData::new(w, [n_out, n_in]), device)
+    }
+}
+
+/// Resizes images with PyTorch's bilinear `align_corners=False` rule and `filter`'s
+/// antialiasing; differentiable. Same-size input is returned unchanged.
 ///
 /// # Shapes
 /// - `x`: `[batch, C, H, W]` -> `[batch, C, size[0], size[1]]`
-pub fn resize_bilinear(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+pub fn resize(x: Tensor<4>, size: [usize; 2], filter: Filter) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let [oh, ow] = size;
     if [h, w] == size {
         return x;
     }
     let device = x.device();
-    let rows = x.reshape([b * c * h, w]).matmul(matrix(w, ow, &device).transpose()); // [b·c·h, ow]
+    let rows = x.reshape([b * c * h, w]).matmul(filter.matrix(w, ow, &device).transpose()); // [b·c·h, ow]
     let cols = rows.reshape([b * c, h, ow]).swap_dims(1, 2).reshape([b * c * ow, h]); // [b·c·ow, h]
-    let out = cols.matmul(matrix(h, oh, &device).transpose()); // [b·c·ow, oh]
+    let out = cols.matmul(filter.matrix(h, oh, &device).transpose()); // [b·c·ow, oh]
     out.reshape([b * c, ow, oh]).swap_dims(1, 2).reshape([b, c, oh, ow])
 }
 
@@ -74,7 +116,7 @@ mod tests {
         let (h, w) = (6, 10);
         let values: Vec<f32> = (0..2 * h * w).map(|i| ((i / w) % h) as f32 * 10.0 + (i % w) as f32).collect();
         let x = Tensor::<4>::from_data(TensorData::new(values, [1, 2, h, w]), &device);
-        let y = resize_bilinear(x, [9, 4]).try_into_vec_as::<f32>().unwrap();
+        let y = resize(x, [9, 4], Filter::Bilinear).try_into_vec_as::<f32>().unwrap();
         let src = |o: usize, n_in: usize, n_out: usize| {
             (((o as f64 + 0.5) * n_in as f64 / n_out as f64 - 0.5).max(0.0)).min(n_in as f64 - 1.0)
         };
@@ -87,5 +129,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Hand-computed from PyTorch's antialias formula: 4 -> 2 takes 3 taps with triangle
+    /// weights (0.75, 0.75, 0.25) / 1.75; same size is the identity.
+    #[test]
+    fn antialias_resize_weights() {
+        let w = antialias_weights(4, 2);
+        let e = [0.75 / 1.75, 0.75 / 1.75, 0.25 / 1.75, 0.0, 0.0, 0.25 / 1.75, 0.75 / 1.75, 0.75 / 1.75];
+        for (a, b) in w.iter().zip(e) {
+            assert!((a - b as f32).abs() < 1e-6, "{w:?}");
+        }
+        let id = antialias_weights(5, 5);
+        for i in 0..5 {
+            for j in 0..5 {
+                assert_eq!(id[i * 5 + j], if i == j { 1.0 } else { 0.0 });
+            }
+        }
+        let device = Device::flex();
+        // Pillow 12 `Image.resize((5, 1), BILINEAR)` of a mode-F row i^1.5, i = 0..13 (the same
+        // filter as PyTorch's antialias path): 13 -> 5 down-sampling with 5- and 6-tap windows.
+        let row: Vec<f32> = (0..13).map(|i| (i as f32).powf(1.5)).collect();
+        let x = Tensor::<4>::from_data(TensorData::new(row, [1, 1, 1, 13]), &device);
+        let got = resize(x, [1, 5], Filter::BilinearAntialias).try_into_vec_as::<f32>().unwrap();
+        let pillow = [1.4063765, 6.3948464, 14.872779, 25.51803, 36.242_56];
+        for (a, b) in got.iter().zip(pillow) {
+            assert!((a - b).abs() < 1e-4, "{got:?}");
+        }
+        let x = Tensor::<4>::full([1, 2, 9, 13], 0.25, &device);
+        let y = resize(x, [4, 7], Filter::BilinearAntialias);
+        assert_eq!(y.dims(), [1, 2, 4, 7]);
+        assert!((y - 0.25).abs().max().into_scalar::<f32>() < 1e-6);
     }
 }

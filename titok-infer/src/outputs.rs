@@ -34,10 +34,10 @@ impl OutputGuard {
     /// # Errors
     /// `refusing to overwrite the input file ...`.
     pub fn check(&self, output: &Path) -> Result<()> {
-        if let Ok(c) = output.canonicalize() {
-            if self.inputs.contains(&c) {
-                bail!("refusing to overwrite the input file {} (choose another output)", output.display());
-            }
+        if let Ok(c) = output.canonicalize()
+            && self.inputs.contains(&c)
+        {
+            bail!("refusing to overwrite the input file {} (choose another output)", output.display());
         }
         Ok(())
     }
@@ -95,10 +95,10 @@ fn destination(path: &Path) -> Result<Destination> {
 /// # Errors
 /// `... is not a regular file`.
 pub fn refuse_special(path: &Path) -> Result<()> {
-    if let Ok(meta) = std::fs::metadata(path) {
-        if !meta.is_file() {
-            bail!("{} is not a regular file: give a file name for this output", path.display());
-        }
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+    {
+        bail!("{} is not a regular file: give a file name for this output", path.display());
     }
     Ok(())
 }

@@ -53,10 +53,10 @@ fn candidates(file: &str) -> Vec<PathBuf> {
         out.push(PathBuf::from(shared).join("weights").join(file));
     }
     let mut roots = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(ws) = exe.ancestors().skip(1).find(|a| a.join("Cargo.toml").is_file()) {
-            roots.push(ws.to_path_buf());
-        }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(ws) = exe.ancestors().skip(1).find(|a| a.join("Cargo.toml").is_file())
+    {
+        roots.push(ws.to_path_buf());
     }
     if let Ok(cwd) = std::env::current_dir() {
         roots.push(cwd);

@@ -39,15 +39,13 @@ fn shared_weights(file: &str) -> PathBuf {
     titok_model::golden::shared_weights(file)
 }
 
-/// A scratch folder for one test, emptied first and removed afterwards.
-struct Scratch(PathBuf);
+/// A fresh scratch folder for one test (its path, and the `tempfile` guard that removes it).
+struct Scratch(PathBuf, #[allow(dead_code, reason = "removes the folder when dropped")] tempfile::TempDir);
 
 impl Scratch {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("titok-cli-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
+        let dir = tempfile::Builder::new().prefix(&format!("titok-cli-test-{name}-")).tempdir().unwrap();
+        Self(dir.path().to_path_buf(), dir)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -60,12 +58,6 @@ impl Scratch {
         for name in ["chelsea.png", "coffee.png", "rocket.png"] {
             std::fs::copy(photo(name), self.path(&format!("{folder}/{name}"))).unwrap();
         }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -150,26 +142,15 @@ fn psnr_u8(a: &RgbImage, b: &RgbImage) -> f64 {
     10.0 * (255.0f64.powi(2) / mse).log10()
 }
 
-/// CRC-32 (IEEE) of PNG chunks.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
 /// A PNG chunk: length, type, data, CRC.
 fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
     let mut out = (data.len() as u32).to_be_bytes().to_vec();
     out.extend_from_slice(kind);
     out.extend_from_slice(data);
-    let mut crc_input = kind.to_vec();
-    crc_input.extend_from_slice(data);
-    out.extend_from_slice(&crc32(&crc_input).to_be_bytes());
+    let mut crc = crc32fast::Hasher::new(); // CRC-32 (IEEE) of type + data
+    crc.update(kind);
+    crc.update(data);
+    out.extend_from_slice(&crc.finalize().to_be_bytes());
     out
 }
 

@@ -70,7 +70,7 @@ impl VitSize {
     }
 
     pub(crate) fn validate(&self, what: &str) -> Result<(), TitokError> {
-        if self.width == 0 || self.num_heads == 0 || self.width % self.num_heads != 0 {
+        if self.width == 0 || self.num_heads == 0 || !self.width.is_multiple_of(self.num_heads) {
             return Err(TitokError::Config(format!(
                 "{what}: width {} is not divisible by {} heads",
                 self.width, self.num_heads
@@ -158,7 +158,7 @@ impl VqganConfig {
         }
         for i in 0..self.channel_mult.len() {
             let c = self.level_channels(i);
-            if c == 0 || c % self.norm_groups != 0 {
+            if c == 0 || !c.is_multiple_of(self.norm_groups) {
                 return Err(TitokError::Config(format!(
                     "MaskGIT-VQGAN level {i} has {c} channels, not a multiple of {} GroupNorm groups",
                     self.norm_groups
@@ -373,7 +373,7 @@ impl TitokConfig {
         let err = |m: String| Err(TitokError::Config(m));
         self.encoder.validate("encoder")?;
         self.decoder.validate("decoder")?;
-        if self.patch_size == 0 || self.image_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || self.image_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return err(format!("image size {} is not a multiple of patch size {}", self.image_size, self.patch_size));
         }
         if self.num_latent_tokens == 0 || self.token_size == 0 {

@@ -1,7 +1,8 @@
 //! Choosing the device (and with it the backend) from a command-line name.
 //!
 //! Burn 0.22 picks the backend from the `Device`; which ones exist depends on the compiled-in
-//! features (`flex` always, `wgpu`, `cuda`).
+//! features of this crate (`flex`, `wgpu`, `cuda`), which the binaries choose: the library
+//! enables none by default.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -79,8 +80,13 @@ pub fn select_device(request: DeviceRequest) -> Result<(Device, String), DeviceE
     let unavailable = |what: &str| DeviceError(format!("{what} is not available in this build or on this machine"));
     match request {
         DeviceRequest::Cpu => {
-            let n = cpu_threads();
-            Ok((Device::flex(), format!("cpu (flex, {n} thread{})", if n == 1 { "" } else { "s" })))
+            #[cfg(feature = "flex")]
+            {
+                let n = cpu_threads();
+                Ok((Device::flex(), format!("cpu (flex, {n} thread{})", if n == 1 { "" } else { "s" })))
+            }
+            #[cfg(not(feature = "flex"))]
+            Err(unavailable("the CPU backend (flex)"))
         }
         DeviceRequest::Cuda(_i) => {
             #[cfg(feature = "cuda")]
@@ -123,21 +129,11 @@ pub fn select_device(request: DeviceRequest) -> Result<(Device, String), DeviceE
             if let Ok(found) = select_device(DeviceRequest::Gpu) {
                 return Ok(found);
             }
-            Ok((Device::flex(), "cpu (flex; no GPU found)".into()))
+            #[cfg(feature = "flex")]
+            return Ok((Device::flex(), "cpu (flex; no GPU found)".into()));
+            #[cfg(not(feature = "flex"))]
+            Err(unavailable("a GPU or the CPU backend (flex)"))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_device_names() {
-        assert_eq!("cuda:2".parse::<DeviceRequest>(), Ok(DeviceRequest::Cuda(2)));
-        assert_eq!("cpu".parse::<DeviceRequest>(), Ok(DeviceRequest::Cpu));
-        assert!("tpu".parse::<DeviceRequest>().is_err());
-        assert!(select_device(DeviceRequest::Cpu).is_ok());
     }
 }
 
@@ -163,4 +159,17 @@ pub fn set_cpu_threads(threads: Option<usize>) -> Result<(), String> {
 /// Threads of the CPU backend's pool (after [`set_cpu_threads`], or rayon's default).
 pub fn cpu_threads() -> usize {
     rayon::current_num_threads()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!("cuda:2".parse::<DeviceRequest>(), Ok(DeviceRequest::Cuda(2)));
+        assert_eq!("cpu".parse::<DeviceRequest>(), Ok(DeviceRequest::Cpu));
+        assert!("tpu".parse::<DeviceRequest>().is_err());
+        assert!(select_device(DeviceRequest::Cpu).is_ok());
+    }
 }

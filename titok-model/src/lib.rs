@@ -23,6 +23,7 @@ pub mod device;
 pub mod encoder;
 pub mod error;
 pub mod generator;
+#[cfg(feature = "golden")]
 pub mod golden;
 pub mod loss;
 pub mod quantizer;

@@ -26,11 +26,9 @@ fn name_of(dir: &Path) -> String {
     dir.file_name().unwrap().to_string_lossy().into_owned()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("titok-ckpt-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh folder (created; removed when the guard drops).
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("titok-ckpt-test-{name}-")).tempdir().unwrap()
 }
 
 /// All parameters of a module as name -> values.
@@ -58,7 +56,8 @@ fn hf_folder_round_trip_is_exact_and_keeps_official_keys() {
     for src in titok_fixtures() {
         let name = name_of(&src);
         let model = load_titok(&src, &device).unwrap();
-        let out = scratch(&name);
+        let out_guard = scratch(&name);
+        let out = out_guard.path().to_path_buf();
         save_titok(&model, &out, StorageDType::F32).unwrap();
         // Same key set and shapes as the official file.
         let a = read_safetensors_header(&src.join("model.safetensors")).unwrap();
@@ -74,7 +73,6 @@ fn hf_folder_round_trip_is_exact_and_keeps_official_keys() {
         let back = load_titok(&out, &device).unwrap();
         assert_eq!(back.config, model.config);
         assert_eq!(params(&back), params(&model), "{name}: parameters differ after the round trip");
-        std::fs::remove_dir_all(out).unwrap();
     }
 }
 
@@ -84,7 +82,8 @@ fn f16_export_loads_back_close() {
     for src in titok_fixtures() {
         let name = name_of(&src);
         let model = load_titok(&src, &device).unwrap();
-        let out = scratch(&format!("f16-{name}"));
+        let out_guard = scratch(&format!("f16-{name}"));
+        let out = out_guard.path().to_path_buf();
         save_titok(&model, &out, StorageDType::F16).unwrap();
         let h = read_safetensors_header(&out.join("model.safetensors")).unwrap();
         assert!(h.values().all(|t| t.dtype == "F16"), "{name}");
@@ -95,7 +94,6 @@ fn f16_export_loads_back_close() {
             let max = v.iter().zip(w).map(|(x, y)| (x - y).abs() / x.abs().max(1e-3)).fold(0.0f32, f32::max);
             assert!(max < 2e-3, "{name}: {k}: relative f16 error {max}");
         }
-        std::fs::remove_dir_all(out).unwrap();
     }
 }
 
@@ -105,12 +103,12 @@ fn bpk_round_trip_is_exact() {
     for src in titok_fixtures() {
         let name = name_of(&src);
         let model = load_titok(&src, &device).unwrap();
-        let out = scratch(&format!("bpk-{name}"));
+        let out_guard = scratch(&format!("bpk-{name}"));
+        let out = out_guard.path().to_path_buf();
         save_bpk(&model, &out.join("model.bpk")).unwrap();
         let fresh = Titok::new(&model.config, &device).unwrap();
         let back = load_bpk(fresh, &out.join("model.bpk")).unwrap();
         assert_eq!(params(&back), params(&model), "{name}");
-        std::fs::remove_dir_all(out).unwrap();
     }
 }
 
@@ -121,7 +119,8 @@ fn vqgan_round_trip_is_exact() {
         let name = name_of(&src);
         let model = load_vqgan(&src, &device).unwrap();
         let config = vqgan_config(&src).unwrap();
-        let out = scratch(&format!("vqgan-{name}"));
+        let out_guard = scratch(&format!("vqgan-{name}"));
+        let out = out_guard.path().to_path_buf();
         save_vqgan(&model, &config, &out, StorageDType::F32).unwrap();
         let back = load_vqgan(&out, &device).unwrap();
         assert_eq!(vqgan_config(&out).unwrap(), config, "{name}: config changed");
@@ -135,7 +134,6 @@ fn vqgan_round_trip_is_exact() {
             let err = bare.unwrap_err();
             assert!(matches!(err, TitokError::CheckpointMismatch { .. }), "{name}: {err}");
         }
-        std::fs::remove_dir_all(out).unwrap();
     }
 }
 
@@ -164,7 +162,8 @@ fn bad_checkpoints_give_clear_errors() {
     let width = read_safetensors_header(&src.join("model.safetensors")).unwrap()["decoder.ln_post.bias"].shape[0];
 
     // Truncated (corrupt) weights file.
-    let dir = scratch("truncated");
+    let dir_guard = scratch("truncated");
+    let dir = dir_guard.path().to_path_buf();
     copy_dir(&src, &dir);
     let w = dir.join("model.safetensors");
     let bytes = std::fs::read(&w).unwrap();
@@ -176,7 +175,8 @@ fn bad_checkpoints_give_clear_errors() {
     assert!(matches!(err, TitokError::CheckpointRead { .. }), "{err}");
 
     // One key renamed: reported as missing and unexpected, by name.
-    let dir = scratch("renamed");
+    let dir_guard = scratch("renamed");
+    let dir = dir_guard.path().to_path_buf();
     copy_dir(&src, &dir);
     rewrite(&src.join("model.safetensors"), &dir.join("model.safetensors"), |t| {
         let e = t.iter_mut().find(|e| e.0 == "encoder.ln_pre.weight").unwrap();
@@ -189,7 +189,8 @@ fn bad_checkpoints_give_clear_errors() {
     );
 
     // One tensor of the wrong shape.
-    let dir = scratch("shape");
+    let dir_guard = scratch("shape");
+    let dir = dir_guard.path().to_path_buf();
     copy_dir(&src, &dir);
     let half = width / 2;
     rewrite(&src.join("model.safetensors"), &dir.join("model.safetensors"), |t| {
@@ -208,14 +209,16 @@ fn bad_checkpoints_give_clear_errors() {
         edit(&mut cfg);
         std::fs::write(&path, cfg.to_string()).unwrap();
     };
-    let dir = scratch("config-fit");
+    let dir_guard = scratch("config-fit");
+    let dir = dir_guard.path().to_path_buf();
     copy_dir(&src, &dir);
     edit_config(&dir, &|c| c["model"]["vq_model"]["num_latent_tokens"] = serde_json::json!(2 * k));
     let msg = load_titok(&dir, &device).unwrap_err().to_string();
     assert!(msg.contains("latent_tokens") && msg.contains("wrong shape"), "{msg}");
 
     // A config with an unknown size name.
-    let dir = scratch("size");
+    let dir_guard = scratch("size");
+    let dir = dir_guard.path().to_path_buf();
     copy_dir(&src, &dir);
     edit_config(&dir, &|c| c["model"]["vq_model"]["vit_enc_model_size"] = serde_json::json!("huge"));
     let err = load_titok(&dir, &device).unwrap_err();
@@ -244,7 +247,8 @@ fn atomic_writes_leave_devices_alone() {
     titok_model::checkpoint::write_bytes_atomically(null, b"discarded").unwrap();
     use std::os::unix::fs::FileTypeExt;
     assert!(std::fs::metadata(null).unwrap().file_type().is_char_device(), "/dev/null is still a device");
-    let dir = scratch("atomic");
+    let dir_guard = scratch("atomic");
+    let dir = dir_guard.path().to_path_buf();
     let target = dir.join("out.bin");
     titok_model::checkpoint::write_bytes_atomically(&target, b"abc").unwrap();
     titok_model::checkpoint::write_bytes_atomically(&target, b"defg").unwrap();

@@ -36,11 +36,9 @@ fn generator_fixtures() -> Vec<PathBuf> {
     [FixtureKind::ImageBert, FixtureKind::UvitBert].into_iter().flat_map(FixtureKind::all).collect()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("titok-generation-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh folder (created; removed when the guard drops).
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("titok-generation-test-{name}-")).tempdir().unwrap()
 }
 
 /// The `generate` kwargs shared by a fixture's runs (`fixture_meta.json`), with the official
@@ -242,7 +240,8 @@ fn generator_folders_round_trip_exactly_with_official_keys() {
     for src in generator_fixtures() {
         let name = src.file_name().unwrap().to_string_lossy().to_string();
         let model = load_generator(&src, &device).unwrap();
-        let out = scratch(&name);
+        let out_guard = scratch(&name);
+        let out = out_guard.path().to_path_buf();
         save_generator(&model, &out, StorageDType::F32).unwrap();
         let a = read_safetensors_header(&src.join("model.safetensors")).unwrap();
         let b = read_safetensors_header(&out.join("model.safetensors")).unwrap();
@@ -255,7 +254,6 @@ fn generator_folders_round_trip_exactly_with_official_keys() {
         // The weights alone with a known config load the same model.
         let direct = load_generator_weights(&src.join("model.safetensors"), model.config(), &device).unwrap();
         assert_eq!(generator_params(&direct), p, "{name}: load_generator_weights differs");
-        std::fs::remove_dir_all(out).unwrap();
     }
 }
 
@@ -274,14 +272,15 @@ fn bad_generator_checkpoints_are_mismatch_errors() {
     let device = Device::flex();
     let src = FixtureKind::ImageBert.first();
     let copy = |tag: &str| {
-        let dir = scratch(tag);
+        let guard = scratch(tag);
+        let dir = guard.path().to_path_buf();
         for f in ["config.json", "model.safetensors"] {
             std::fs::copy(src.join(f), dir.join(f)).unwrap();
         }
-        dir
+        (guard, dir)
     };
     // A missing and an unexpected key.
-    let dir = copy("missing");
+    let (_missing, dir) = copy("missing");
     rewrite(
         &dir.join("model.safetensors"),
         |n| n != "model.lm_head.bias",
@@ -296,7 +295,7 @@ fn bad_generator_checkpoints_are_mismatch_errors() {
         other => panic!("expected CheckpointMismatch, got {other:?}"),
     }
     // A config that does not fit the weights: one more image token -> position table too short.
-    let dir2 = copy("shape");
+    let (_shape, dir2) = copy("shape");
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir2.join("config.json")).unwrap()).unwrap();
     let k = cfg["model"]["vq_model"]["num_latent_tokens"].as_u64().unwrap();
@@ -311,9 +310,6 @@ fn bad_generator_checkpoints_are_mismatch_errors() {
     // Not a generator folder at all.
     let tok = FixtureKind::TitokVq.first();
     assert!(matches!(load_generator(&tok, &device), Err(TitokError::ConfigFile { .. })));
-    for d in [dir, dir2] {
-        std::fs::remove_dir_all(d).unwrap();
-    }
 }
 
 #[test]

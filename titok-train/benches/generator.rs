@@ -10,8 +10,8 @@ use burn::module::Module;
 use burn::tensor::Device;
 use burn::train::TrainStep;
 use titok_model::generator::{Generator, GeneratorConfig, GeneratorKind, MlmLossConfig};
+use titok_train::data::token_cache::{TokenCache, TokenCacheHeader, VERSION};
 use titok_train::stages::generator::{DrawSpec, GeneratorTrainee, token_batch};
-use titok_train::stages::tokens::{TokenCache, TokenCacheHeader, VERSION};
 use titok_train::train::optim::{AdamWSettings, adamw_with_groups};
 use titok_train::train::stream::StepSchedule;
 

@@ -5,7 +5,7 @@
 //! absent; speed does not depend on them). Prints a table for 64 and 256 px: the forward
 //! alone (metric) and forward + backward to the images (training loss) on flex.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
@@ -35,14 +35,7 @@ fn main() {
     }
 }
 
-fn pairs_per_second(
-    device: &Device,
-    weights: &PathBuf,
-    batch: usize,
-    size: usize,
-    iters: usize,
-    backward: bool,
-) -> f64 {
+fn pairs_per_second(device: &Device, weights: &Path, batch: usize, size: usize, iters: usize, backward: bool) -> f64 {
     let lpips = Lpips::load(weights, device).unwrap_or_else(|e| {
         eprintln!("{e}; timing random weights");
         Lpips::new(LpipsNet::AlexNet, device)

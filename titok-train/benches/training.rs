@@ -11,7 +11,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use burn::train::TrainStep;
 use titok_model::{Titok, TitokConfig, VitSize};
 use titok_train::data::ImageBatch;
-use titok_train::stages::pixel_loss::PixelLoss;
+use titok_train::losses::PixelLoss;
 use titok_train::stages::tokenizer::{TokenizerObjective, TokenizerTrainee};
 use titok_train::train::optim::{AdamWSettings, adamw_with_groups};
 

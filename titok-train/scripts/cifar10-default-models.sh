@@ -26,7 +26,7 @@ TOKENIZER=$(last_export "$RUNS/cifar10-titok")
 # 2. generator on the tokenizer's tokens (the cache is built on the first run)
 $T/titok-train generator --config titok-train/configs/cifar10-maskgit.json \
     --run "$RUNS/cifar10-maskgit" --device cpu $(resume "$RUNS/cifar10-maskgit") \
-    --set "tokenizer=\"$TOKENIZER\"" --set "data.token_cache=\"$RUNS/cifar10-tokens.bin\""
+    --set "tokenizer=\"$TOKENIZER\"" --set "data.token_cache=\"$RUNS/cifar10-tokens.safetensors\""
 GENERATOR=$(last_export "$RUNS/cifar10-maskgit")
 
 # 3. the embedded assets (then rebuild `titok`, which include_bytes! them)

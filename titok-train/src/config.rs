@@ -44,7 +44,7 @@ pub struct DataConfig {
     /// Random horizontal flips in training.
     pub hflip: bool,
     /// Generator training: the token cache file, built on first use (default
-    /// `<run>/tokens.bin`); share it between runs of the same tokenizer and data.
+    /// `<run>/tokens.safetensors`); share it between runs of the same tokenizer and data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_cache: Option<PathBuf>,
 }
@@ -315,8 +315,7 @@ impl TrainConfig {
     /// weight decay 0.03, 10 k warm-up steps, cosine to 1e-5, 500 k steps, grad clip 1.0,
     /// batch 64 (per GPU in the official runs), centre crops with flips, the `small` generator.
     pub fn generator_recipe() -> Self {
-        let mut c = Self::default();
-        c.optim = OptimConfig {
+        let optim = OptimConfig {
             lr: 2e-4,
             end_lr: 1e-5,
             warmup_steps: 10_000,
@@ -325,6 +324,7 @@ impl TrainConfig {
             weight_decay: 0.03,
             grad_clip: 1.0,
         };
+        let mut c = Self { optim, ..Self::default() };
         c.run.batch_size = 64;
         c.run.total_steps = 500_000;
         c.generator = Some(GeneratorSpec::default());
@@ -337,8 +337,8 @@ impl TrainConfig {
     /// The perceptual term is LPIPS (the official ConvNeXt-S logits need weights that do not
     /// ship; `loss.perceptual_loss = "convnext_s"` with `loss.convnext_weights` selects them).
     pub fn stage2_recipe() -> Self {
-        let mut c = Self::default();
-        c.optim = OptimConfig { warmup_steps: 5_000, beta2: 0.999, ..OptimConfig::default() };
+        let optim = OptimConfig { warmup_steps: 5_000, beta2: 0.999, ..OptimConfig::default() };
+        let mut c = Self { optim, ..Self::default() };
         c.run.total_steps = 500_000;
         c.loss.perceptual_weight = 0.1;
         c.loss.gan_weight = 0.01;
@@ -465,7 +465,8 @@ mod tests {
 
     #[test]
     fn generator_defaults_fill_what_the_file_leaves_out() {
-        let path = std::env::temp_dir().join(format!("titok-gen-config-{}.json", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
         std::fs::write(&path, r#"{"optim": {"lr": 0.001}, "generator": {"preset": "tiny"}, "tokenizer": "tok"}"#)
             .unwrap();
         let c = TrainConfig::load_with_defaults(TrainConfig::generator_recipe(), Some(&path), &["run.seed=7".into()])

@@ -71,7 +71,7 @@ impl DiscriminatorConfig {
         if self.num_stages == 0 || self.num_channels == 0 {
             return bad(format!("needs ≥ 1 stage and ≥ 1 input channel, got {self:?}"));
         }
-        if self.hidden_channels == 0 || self.hidden_channels % GN_GROUPS != 0 {
+        if self.hidden_channels == 0 || !self.hidden_channels.is_multiple_of(GN_GROUPS) {
             return bad(format!(
                 "hidden_channels {} must be a positive multiple of the {GN_GROUPS} GroupNorm groups",
                 self.hidden_channels

@@ -75,9 +75,9 @@ enum Mode {
     Stage2(Common),
     /// MaskGIT generator on the tokens of `tokenizer` (an HF folder): masked token modelling,
     /// class-conditional. Tokenizes the training split into `data.token_cache` first (default
-    /// `<run>/tokens.bin`) unless that cache exists. Defaults: the official MaskGIT recipe.
+    /// `<run>/tokens.safetensors`) unless that cache exists. Defaults: the official MaskGIT recipe.
     Generator(Common),
-    /// Only build the generator's token cache (`data.token_cache`, default `<run>/tokens.bin`):
+    /// Only build the generator's token cache (`data.token_cache`, default `<run>/tokens.safetensors`):
     /// the training split encoded with `tokenizer`, each image and its mirror.
     Tokens(Common),
 }

@@ -51,12 +51,10 @@ fn device() -> Device {
     titok_model::golden::test_device()
 }
 
-/// A fresh, empty scratch folder under cargo's per-target temporary directory.
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("data-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh, empty scratch folder under cargo's per-target temporary directory (removed when
+/// the guard drops).
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("data-{name}-")).tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
 
 fn solid(w: u32, h: u32, rgb: [u8; 3]) -> RgbImage {
@@ -129,7 +127,7 @@ fn cmyk_jpeg(blocks: &[[u8; 4]]) -> Vec<u8> {
             put(0, 1, &mut bits); // end of block
         }
     }
-    while bits.len() % 8 != 0 {
+    while !bits.len().is_multiple_of(8) {
         bits.push(true);
     }
     for byte in bits.chunks(8) {
@@ -394,7 +392,8 @@ fn write_mixed_folder(dir: &Path) -> HashMap<&'static str, ([u8; 3], u8)> {
 
 #[test]
 fn mixed_folder_converts_formats_and_skips_bad_files() {
-    let dir = scratch("mixed");
+    let dir_guard = scratch("mixed");
+    let dir = dir_guard.path().to_path_buf();
     let expected = write_mixed_folder(&dir);
 
     // Indexing reads the signatures: empty, non-image and disguised text files are left out.
@@ -507,12 +506,16 @@ fn folder_errors_name_the_folder_and_counts() {
     let missing = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-such-folder");
     assert!(matches!(ImageFolder::open(&missing), Err(DataError::NotFound { .. })));
 
-    let empty = scratch("empty");
+    let empty_guard = scratch("empty");
+
+    let empty = empty_guard.path().to_path_buf();
     let error = ImageFolder::open(&empty).unwrap_err();
     assert!(matches!(error, DataError::EmptyFolder { .. }));
     assert!(error.to_string().contains(&*empty.to_string_lossy()), "{error}");
 
-    let texts = scratch("texts");
+    let texts_guard = scratch("texts");
+
+    let texts = texts_guard.path().to_path_buf();
     std::fs::write(texts.join("a.txt"), b"a").unwrap();
     std::fs::write(texts.join("b.csv"), b"b").unwrap();
     std::fs::write(texts.join("c.jpg"), b"not a jpeg").unwrap();
@@ -550,7 +553,8 @@ fn pack(dir: &Path, out: &Path, prefix: &str, gzip: bool) {
 
 #[test]
 fn class_folders_labels_and_archives_agree() {
-    let dir = scratch("classes");
+    let dir_guard = scratch("classes");
+    let dir = dir_guard.path().to_path_buf();
     for (class, colour) in [("dog", [200, 0, 0]), ("cat", [0, 200, 0]), ("bird", [0, 0, 200])] {
         std::fs::create_dir_all(dir.join(class).join("nested")).unwrap();
         solid(10, 10, colour).save(dir.join(class).join("a.png")).unwrap();
@@ -588,7 +592,8 @@ fn class_folders_labels_and_archives_agree() {
     assert_eq!(unlabelled.unwrap().len(), 7);
 
     // The same folder as .tar and .tar.gz, selected by split: same records and labels.
-    let archives = scratch("archives");
+    let archives_guard = scratch("archives");
+    let archives = archives_guard.path().to_path_buf();
     for (file, gzip) in [("set.tar", false), ("set.tar.gz", true)] {
         let path = archives.join(file);
         pack(&dir, &path, "train", gzip);
@@ -690,7 +695,8 @@ fn png_grids_and_tensor_conversions() {
     let stacked = images_to_tensor(&tiles, &device).unwrap();
     assert_eq!(stacked.dims(), [5, 3, 4, 6]);
     assert_eq!(tensor_to_images(stacked.clone()).unwrap(), tiles, "round trip");
-    let dir = scratch("grid");
+    let dir_guard = scratch("grid");
+    let dir = dir_guard.path().to_path_buf();
     let path = dir.join("nested/recon.png");
     save_png_grid(&path, stacked, 2).unwrap();
     let grid = image::open(&path).unwrap().into_rgb8();

@@ -44,10 +44,9 @@ fn weights_path() -> PathBuf {
     }
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("titok-eval-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh folder (created; removed when the guard drops).
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("titok-eval-{name}-")).tempdir().unwrap()
 }
 
 /// The stored features of `images_u8`: `features_img{n}`, whatever `n` the fixture has.
@@ -121,14 +120,14 @@ fn check_inception_fixture(model: &InceptionV3, dir: &Path, device: &Device) {
     let input = InceptionV3::preprocess(images.clone()).unwrap();
     // The network input of image 0 is an intermediate: compared when stored.
     if io.has("inception_input_299_img0") {
-        let first = input.clone().slice([0..1]).try_into_vec_as::<f32>().unwrap();
+        let first = input.clone().slice_dim(0, 0..1).try_into_vec_as::<f32>().unwrap();
         let worst = first
             .iter()
             .zip(&io.get("inception_input_299_img0").values)
             .map(|(&a, &e)| (a as f64 - e).abs())
             .fold(0.0, f64::max);
         eprintln!("inception_input_299_img0: max |Δ| {worst:.2e}");
-        io.assert_close("inception_input_299_img0", input.clone().slice([0..1]), INPUT_ATOL, 0.0);
+        io.assert_close("inception_input_299_img0", input.clone().slice_dim(0, 0..1), INPUT_ATOL, 0.0);
     }
     let features = model.forward(input).unwrap(); // [n, 2048]
     let name = features_name(&io);
@@ -436,7 +435,8 @@ fn npy_bytes_follow_the_numpy_format() {
 /// archive holds uncompressed `NAME.npy` entries.
 #[test]
 fn npz_round_trips_and_adm_batches() {
-    let dir = temp_dir("npz");
+    let dir_guard = temp_dir("npz");
+    let dir = dir_guard.path().to_path_buf();
     let path = dir.join("arrays.npz");
     let mu = NpyArray::new(vec![3], NpyData::F64(vec![0.1, 0.2, 0.3])).unwrap();
     let img = NpyArray::new(vec![1, 2, 2, 3], NpyData::U8((0..12).collect())).unwrap();
@@ -475,9 +475,9 @@ fn npz_round_trips_and_adm_batches() {
     let mut w = AdmNpzWriter::create(&adm, 3, 4, 5).unwrap();
     let values: Vec<f32> = (0..3 * 3 * 4 * 5).map(|i| (i as f32 / 59.0) * 1.2 - 0.1).collect();
     let images = Tensor::<4>::from_data(TensorData::new(values.clone(), [3, 3, 4, 5]), &device);
-    w.push(images.clone().slice([0..2])).unwrap();
+    w.push(images.clone().slice_dim(0, 0..2)).unwrap();
     assert!(w.push(Tensor::<4>::zeros([1, 3, 5, 5], &device)).is_err(), "wrong size");
-    w.push(images.slice([2..3])).unwrap();
+    w.push(images.slice_dim(0, 2..3)).unwrap();
     assert!(w.push_u8_nhwc(&[0; 60], 1).is_err(), "more than announced");
     assert_eq!(w.finish().unwrap(), adm);
     let arr = NpzReader::open(&adm).unwrap().read("arr_0").unwrap();
@@ -500,7 +500,6 @@ fn npz_round_trips_and_adm_batches() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The report shows counts next to FID, warns below 2,048 images, and serialises to JSON.
@@ -571,7 +570,8 @@ fn inception_loading_errors_are_clear() {
 /// load; an asymmetric, an indefinite and a non-finite `sigma` are errors naming the file.
 #[test]
 fn fid_statistics_are_validated_when_loaded() {
-    let dir = temp_dir("fidcheck");
+    let dir_guard = temp_dir("fidcheck");
+    let dir = dir_guard.path().to_path_buf();
     let mut io = IoTensors::load(&fid_fixtures()[0]);
     let (a, d) = rows(&mut io, "set_a_features");
     let real = FidStats::from_rows(&a, d).unwrap();
@@ -607,5 +607,4 @@ fn fid_statistics_are_validated_when_loaded() {
     let p = dir.join("singular.npz");
     FidStats { mu: DVector::zeros(3), sigma: singular, n: Some(2) }.save_npz(&p).unwrap();
     assert!(FidStats::load_npz(&p).is_ok());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -17,7 +17,7 @@ use titok_model::checkpoint::{StorageDType, load_generator, load_titok, save_tit
 use titok_model::generator::{SamplerConfig, SeededUniform, TokenPredictor, generate};
 use titok_model::{Titok, TitokConfig, VitSize};
 use titok_train::data::{ImageBatcher, ImageFolder, ImageRecord, TarImages, Transform};
-use titok_train::stages::tokens::{TokenCache, tokenizer_fingerprint};
+use titok_train::data::{TokenCache, tokenizer_fingerprint};
 
 const PER_CLASS_TRAIN: usize = 30;
 const PER_CLASS_TEST: usize = 4;
@@ -75,8 +75,8 @@ fn data_initialised_tokenizer(seed: u64, images: Tensor<4>) -> Titok {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("titok-generator-training-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        // Shared by every test of this binary (a static is never dropped): kept on disk.
+        let root = tempfile::Builder::new().prefix("titok-generator-training-").tempdir().unwrap().keep();
         let data = root.join("cifar10-small");
         let cifar = shared().join("data/cifar10-jpg.tar.gz");
         let mut class_names = Vec::new();
@@ -126,7 +126,7 @@ fn sets(tokenizer: &Path, steps: u64) -> Vec<String> {
         format!("tokenizer={}", json(tokenizer)),
         format!("data.path={}", json(&fixture().data)),
         "data.valid_images=40".into(),
-        "data.token_cache=null".into(), // <run>/tokens.bin
+        "data.token_cache=null".into(), // <run>/tokens.safetensors
         "data.num_workers=2".into(),
         "generator.config=null".into(),
         "generator.preset=tiny".into(),
@@ -204,7 +204,7 @@ fn generator_learns_on_cifar10_tokens_and_exports_an_hf_folder() {
     assert!((0.3..0.9).contains(&mean(&masked)), "arccos masking hides ~64% on average: {}", mean(&masked));
 
     // The token cache: 300 images x 2 views x K tokens with the CIFAR-10 classes.
-    let cache = TokenCache::load(&run.join("tokens.bin")).unwrap();
+    let cache = TokenCache::load(&run.join("tokens.safetensors")).unwrap();
     assert_eq!((cache.len(), cache.views(), cache.seq_len()), (10 * PER_CLASS_TRAIN, 2, K));
     assert_eq!(cache.class_names(), f.class_names.as_slice());
     // The best context-free guess (each position's most frequent code) as a baseline.
@@ -251,7 +251,7 @@ fn generator_learns_on_cifar10_tokens_and_exports_an_hf_folder() {
 fn the_token_cache_holds_the_tokenizer_ids_and_is_refused_for_another_tokenizer() {
     let f = fixture();
     let run = scratch("cache");
-    let cache_path = f.root.join("shared-tokens.bin");
+    let cache_path = f.root.join("shared-tokens.safetensors");
     let _ = std::fs::remove_file(&cache_path);
     let mut with_a = sets(&f.tok_a, 5);
     with_a.push(format!("data.token_cache={}", json(&cache_path)));

@@ -26,7 +26,7 @@ use titok_train::data::{ImageBatch, ImageBatcher, Transform};
 use titok_train::discriminator::DiscriminatorConfig;
 use titok_train::losses::GanLossConfig;
 use titok_train::losses::{Lpips, PerceptualKind};
-use titok_train::stages::pixel_loss::{PixelLoss, PixelLossConfig, perceptual_input};
+use titok_train::losses::{PixelLoss, PixelLossConfig, perceptual_input};
 use titok_train::stages::runner::{open_split, spread};
 use titok_train::stages::stage2::{Stage2Trainee, load_stage2_model, stage2_optimizer, train_stage2};
 use titok_train::stages::tokenizer::train_tokenizer;
@@ -44,10 +44,11 @@ fn lpips_weights() -> PathBuf {
     shared().join("weights/lpips_alexnet.safetensors")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("titok-stage2-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A path that does not exist yet, inside a fresh folder removed when the guard drops.
+fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new().prefix(&format!("titok-stage2-{name}-")).tempdir().unwrap();
+    let path = dir.path().join("run");
+    (dir, path)
 }
 
 /// The tiny teacher: f = 4 (`channel_mult [1, 2, 2]`), so 32 px images give 8x8 codes.
@@ -266,8 +267,8 @@ fn lpips_and_gan_losses_train_the_decoder_side_only() {
     // The merged step gradients hold exactly the decoder side, the discriminator and the two
     // LeCam values.
     let out = TrainStep::step(&t, batch(&ad));
-    let n_generator = titok_train::stages::pixel_loss::param_ids(&t.model).len();
-    let n_disc = titok_train::stages::pixel_loss::param_ids(&adv.discriminator).len();
+    let n_generator = titok_train::train::two_sides::param_ids(&t.model).len();
+    let n_disc = titok_train::train::two_sides::param_ids(&adv.discriminator).len();
     assert_eq!(out.grads.len(), n_generator + n_disc + 2);
 }
 
@@ -302,10 +303,10 @@ fn stage_two_lowers_the_lpips_of_the_stage_one_decode_on_cifar10() {
     const S2_STEPS: u64 = 120;
 
     // The MaskGIT-VQGAN teacher.
-    let vq_run = scratch("vqgan");
+    let (_vq_run_guard, vq_run) = scratch("vqgan");
     let config = TrainConfig::load(Some(&configs.join("cifar10-vqgan-tiny.json")), &sets(VQ_STEPS, 16)).unwrap();
     assert_eq!(config.model.vqgan.as_ref(), Some(&tiny_vqgan()));
-    let teacher = train_vqgan(config, &vq_run, &[device.clone()]).unwrap();
+    let teacher = train_vqgan(config, &vq_run, std::slice::from_ref(&device)).unwrap();
     let teacher_dir = vq_run.join(format!("checkpoints/step-{VQ_STEPS:07}"));
 
     // A short stage 1 on its proxy codes. With the official quantizer weight (1.0) and lr, a
@@ -313,18 +314,18 @@ fn stage_two_lowers_the_lpips_of_the_stage_one_decode_on_cifar10() {
     // pull the barely image-dependent encoder outputs onto shared codes) and the decoder learns
     // only the marginal code distribution; without them and at 1e-3 the tokens and the decoded
     // codes depend on the image after ~400 steps.
-    let s1_run = scratch("stage1");
+    let (_s1_run_guard, s1_run) = scratch("stage1");
     let mut s = sets(S1_STEPS, 16);
     s.push(format!("teacher={}", serde_json::to_string(&teacher_dir).unwrap()));
     s.push("optim.lr=1e-3".into());
     s.push("loss.quantizer_weight=0".into());
     let config = TrainConfig::load(Some(&configs.join("cifar10-titok-tiny-stage1.json")), &s).unwrap();
     assert_eq!(config.titok().unwrap(), tiny_titok(false));
-    let stage1 = train_tokenizer(config, true, &s1_run, &[device.clone()]).unwrap();
+    let stage1 = train_tokenizer(config, true, &s1_run, std::slice::from_ref(&device)).unwrap();
     let stage1_dir = s1_run.join(format!("checkpoints/step-{S1_STEPS:07}"));
 
     // Stage 2 from the exported stage-1 weights and the teacher's decoder.
-    let s2_run = scratch("stage2");
+    let (_s2_run_guard, s2_run) = scratch("stage2");
     let mut s = sets(S2_STEPS, 16);
     s.push(format!("model.init={}", serde_json::to_string(&stage1_dir).unwrap()));
     s.push(format!("pixel_decoder={}", serde_json::to_string(&teacher_dir).unwrap()));
@@ -337,7 +338,7 @@ fn stage_two_lowers_the_lpips_of_the_stage_one_decode_on_cifar10() {
     )
     .unwrap();
     let start = load_stage2_model(&stage1_dir, Some(&teacher_dir), &device).unwrap();
-    let stage2 = train_stage2(config, &s2_run, &[device.clone()]).unwrap();
+    let stage2 = train_stage2(config, &s2_run, std::slice::from_ref(&device)).unwrap();
     assert!(s2_run.join(format!("checkpoints/step-{S2_STEPS:07}/model.safetensors")).is_file());
     assert!(s2_run.join(format!("samples/recon-{S2_STEPS:07}.png")).is_file());
 

@@ -19,10 +19,11 @@ fn config(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("titok-train-e2e-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A path that does not exist yet, inside a fresh folder removed when the guard drops.
+fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new().prefix(&format!("titok-train-e2e-{name}-")).tempdir().unwrap();
+    let path = dir.path().join("run");
+    (dir, path)
 }
 
 /// Settings shared by every run here: small, fast, on the CPU, with data from `../shared`.
@@ -91,7 +92,7 @@ fn first_last(run: &Path, metric: &str, n: usize) -> (f64, f64) {
 #[test]
 fn vqgan_stage1_and_single_stage_learn_on_cifar10() {
     // 2D MaskGIT-VQGAN teacher.
-    let vq = scratch("vqgan");
+    let (_vq_guard, vq) = scratch("vqgan");
     run_ok("vqgan", &config("cifar10-vqgan-tiny.json"), &vq, &common_sets(120));
     let (l0, l1) = first_last(&vq, "Loss", 8);
     let (e0, e1) = first_last(&vq, "L2", 8);
@@ -104,7 +105,7 @@ fn vqgan_stage1_and_single_stage_learn_on_cifar10() {
     assert!(teacher.join("model.safetensors").is_file() && teacher.join("config.json").is_file());
 
     // Stage 1: proxy codes of that teacher.
-    let s1 = scratch("stage1");
+    let (_s1_guard, s1) = scratch("stage1");
     let mut sets = common_sets(120);
     sets.push(format!("teacher={}", serde_json::to_string(&teacher).unwrap()));
     run_ok("stage1", &config("cifar10-titok-tiny-stage1.json"), &s1, &sets);
@@ -113,7 +114,7 @@ fn vqgan_stage1_and_single_stage_learn_on_cifar10() {
     assert!(c1 < c0 - 0.5, "stage-1 cross-entropy {c0} -> {c1}");
 
     // Single stage: straight to pixels.
-    let ss = scratch("single");
+    let (_ss_guard, ss) = scratch("single");
     run_ok("single-stage", &config("cifar10-titok-tiny.json"), &ss, &common_sets(120));
     let (l0, l1) = first_last(&ss, "Loss", 8);
     let (p0, p1) = first_last(&ss, "PSNR_dB", 8);
@@ -170,10 +171,10 @@ fn killed_run_resumes_bit_identically() {
     let mut sets = common_sets(40);
     sets.extend(["run.checkpoint_every=10".to_string(), "run.valid_every=20".to_string()]);
 
-    let a = scratch("uninterrupted");
+    let (_a_guard, a) = scratch("uninterrupted");
     run_ok("single-stage", &cfg, &a, &sets);
 
-    let b = scratch("killed");
+    let (_b_guard, b) = scratch("killed");
     let mut child = command("single-stage", &cfg, &b, &sets)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -228,7 +229,7 @@ fn killed_run_resumes_bit_identically() {
 #[test]
 fn bad_training_input_gives_clear_errors() {
     let cfg = config("cifar10-titok-tiny.json");
-    let dir = scratch("bad-input");
+    let (_dir_guard, dir) = scratch("bad-input");
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     std::fs::create_dir_all(dir.join("text/a")).unwrap();
     std::fs::write(dir.join("text/a/notes.txt"), "not an image").unwrap();
@@ -272,9 +273,9 @@ fn bad_training_input_gives_clear_errors() {
 fn data_parallel_steps_match_single_device() {
     let cfg = config("cifar10-titok-tiny.json");
     let sets = common_sets(6);
-    let one = scratch("dp-one");
+    let (_one_guard, one) = scratch("dp-one");
     run_ok("single-stage", &cfg, &one, &sets);
-    let two = scratch("dp-two");
+    let (_two_guard, two) = scratch("dp-two");
     let out =
         command("single-stage", &cfg, &two, &sets).args(["--devices", "cpu,cpu", "--threads", "1"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -40,7 +40,7 @@ pub fn run(g: &GlobalArgs, a: &DetokenizeArgs) -> Result<Outcome> {
             Err(e) => outcome.fail(e),
         }
     }
-    let bar = titok_eval::progress_bar(good.len() as u64, "detokenize");
+    let bar = titok_data::progress_bar(good.len() as u64, "detokenize");
     let timer = Timer::start();
     let mut stems = UniqueStems::default();
     for chunk in good.chunks(g.batch_size as usize) {

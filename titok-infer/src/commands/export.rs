@@ -25,7 +25,8 @@ use crate::cli::{DTypeArg, ExportArgs};
 use crate::models::{self, CLASSES_FILE, ModelKind};
 use crate::outputs::refuse_special;
 
-/// A loaded model of either kind.
+/// A loaded model of either kind (one value per command: the size difference does not matter).
+#[allow(clippy::large_enum_variant)]
 enum AnyModel {
     Tokenizer(Titok),
     Generator(Generator),

@@ -99,7 +99,7 @@ pub fn run(g: &GlobalArgs, a: &GenerateArgs) -> Result<Outcome> {
     eprintln!("sampler: {}", describe_sampler(&sampler, a.sampler.seed));
     let labels: Vec<usize> = classes.iter().flat_map(|&c| std::iter::repeat_n(c, num)).collect();
     let mut rng = SeededUniform::new(a.sampler.seed);
-    let bar = titok_eval::progress_bar(labels.len() as u64, "generate");
+    let bar = titok_data::progress_bar(labels.len() as u64, "generate");
     let timer = Timer::start();
     let mut images: Vec<RgbImage> = Vec::new();
     let mut rows: Vec<TokenRow> = Vec::new();

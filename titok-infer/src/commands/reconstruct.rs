@@ -41,7 +41,7 @@ pub fn run(g: &GlobalArgs, a: &ReconstructArgs) -> Result<Outcome> {
     }
     println!("{}: {}", tok.source, compression(model));
     let zoom_factor = a.zoom.unwrap_or_else(|| default_zoom(size));
-    let bar = titok_eval::progress_bar(inputs.files.len() as u64, "reconstruct");
+    let bar = titok_data::progress_bar(inputs.files.len() as u64, "reconstruct");
     let timer = Timer::start();
     let (mut mean_psnr, mut mean_ssim, mut mean_lpips) =
         (RunningMean::default(), RunningMean::default(), RunningMean::default());

@@ -39,7 +39,7 @@ pub fn run(g: &GlobalArgs, a: &TokenizeArgs) -> Result<Outcome> {
         outcome.fail(e);
     }
     let size = tok.model.config.image_size as u32;
-    let bar = titok_eval::progress_bar(inputs.files.len() as u64, "tokenize");
+    let bar = titok_data::progress_bar(inputs.files.len() as u64, "tokenize");
     let timer = Timer::start();
     let mut rows = Vec::new();
     for chunk in inputs.files.chunks(g.batch_size as usize) {

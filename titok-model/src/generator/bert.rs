@@ -11,10 +11,8 @@
 //!
 //! Source: `modeling/maskgit.py::ImageBert`; REFERENCE §6, §8.
 
-use burn::module::{Module, Param};
-use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -23,30 +21,11 @@ use titok_kernels::gelu;
 
 use crate::error::Result;
 use crate::generator::config::{GeneratorConfig, GeneratorKind, TokenLayout};
-use crate::generator::model::TokenPredictor;
+use crate::generator::init::{init_embedding, init_linear};
+use crate::generator::predictor::TokenPredictor;
 
 /// LayerNorm epsilon of the HF BERT (`layer_norm_eps`).
 pub const BERT_LN_EPS: f64 = 1e-12;
-/// Standard deviation of the HF BERT initialisation (`initializer_range`).
-pub const BERT_INIT_STD: f64 = 0.02;
-
-/// A linear layer with the HF init: weight `N(0, 0.02)`, bias 0.
-pub(crate) fn init_linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
-    let mut l = LinearConfig::new(d_in, d_out)
-        .with_bias(bias)
-        .with_initializer(Initializer::Normal { mean: 0.0, std: BERT_INIT_STD })
-        .init(device);
-    if bias {
-        l.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
-    }
-    l
-}
-
-/// An embedding table with the HF init `N(0, 0.02)`.
-pub(crate) fn init_embedding(n: usize, d: usize, device: &Device) -> Embedding {
-    EmbeddingConfig::new(n, d).with_initializer(Initializer::Normal { mean: 0.0, std: BERT_INIT_STD }).init(device)
-}
-
 fn bert_layer_norm(d: usize, device: &Device) -> LayerNorm {
     LayerNormConfig::new(d).with_epsilon(BERT_LN_EPS).init(device)
 }

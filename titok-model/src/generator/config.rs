@@ -229,7 +229,10 @@ impl GeneratorConfig {
     /// [`TitokError::Config`] describing the first problem.
     pub fn validate(&self) -> Result<()> {
         let err = |m: String| Err(TitokError::Config(format!("generator: {m}")));
-        if self.hidden_size == 0 || self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.hidden_size == 0
+            || self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return err(format!(
                 "hidden_size {} is not divisible by {} attention heads",
                 self.hidden_size, self.num_attention_heads
@@ -255,7 +258,8 @@ impl GeneratorConfig {
             ("attn_drop", self.attn_drop),
             ("class_label_dropout", self.class_label_dropout),
         ] {
-            if !(0.0..1.0).contains(&p) && !(name == "class_label_dropout" && p == 1.0) {
+            let allowed = (0.0..1.0).contains(&p) || (name == "class_label_dropout" && p == 1.0);
+            if !allowed {
                 return err(format!("{name} = {p} is not a probability in [0, 1)"));
             }
         }

@@ -21,8 +21,10 @@
 
 pub mod bert;
 pub mod config;
+pub mod init;
 pub mod loss;
 pub mod model;
+pub mod predictor;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
@@ -31,7 +33,8 @@ pub mod uvit;
 pub use bert::ImageBert;
 pub use config::{GeneratorConfig, GeneratorKind, TokenLayout};
 pub use loss::{Masking, MlmLoss, MlmLossConfig, class_dropout_mask, mask_tokens, mlm_loss, random_masking};
-pub use model::{Generator, TokenPredictor, check_image_ids, check_labels, condition_tokens, model_input};
+pub use model::Generator;
+pub use predictor::{TokenPredictor, check_image_ids, check_labels, condition_tokens, model_input};
 pub use rng::{ReplayUniform, SeededUniform, UniformSource};
 pub use sampler::{GenerateOptions, Generation, GivenTokens, StepTrace, generate, generate_with, inpaint};
 pub use schedule::{

@@ -21,7 +21,9 @@
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use crate::error::{Result, TitokError};
-use crate::generator::model::{TokenPredictor, check_image_ids, check_labels, condition_tokens, model_input, read_ids};
+use crate::generator::predictor::{
+    TokenPredictor, check_image_ids, check_labels, condition_tokens, model_input, read_ids,
+};
 use crate::generator::rng::UniformSource;
 use crate::generator::schedule::{SamplerConfig, StepGuidance};
 

@@ -19,9 +19,9 @@ use burn::tensor::{Device, Distribution, Int, Tensor};
 use titok_kernels::gelu;
 
 use crate::error::Result;
-use crate::generator::bert::{BERT_INIT_STD, init_embedding, init_linear};
 use crate::generator::config::{GeneratorConfig, GeneratorKind, TokenLayout};
-use crate::generator::model::TokenPredictor;
+use crate::generator::init::{BERT_INIT_STD, init_embedding, init_linear};
+use crate::generator::predictor::TokenPredictor;
 use crate::vit::layer_norm;
 
 /// The U-ViT generator.

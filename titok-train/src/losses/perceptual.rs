@@ -16,8 +16,9 @@ use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::gelu;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+use titok_eval::{Filter, resize};
 use titok_model::TitokError;
 use titok_model::checkpoint::{KeyMap, KeyRule, load_safetensors};
 
@@ -274,50 +275,11 @@ impl ConvNext {
     /// - `images`: `[batch, 3, H, W]` -> `[batch, classes]`
     pub fn logits(&self, images: Tensor<4>) -> Tensor<2> {
         let device = images.device();
-        let x = resize_bilinear_antialias(images, [CONVNEXT_INPUT_SIZE, CONVNEXT_INPUT_SIZE]);
+        let x = resize(images, [CONVNEXT_INPUT_SIZE, CONVNEXT_INPUT_SIZE], Filter::BilinearAntialias);
         let mean = Tensor::<1>::from_floats(IMAGENET_MEAN, &device).reshape([1, 3, 1, 1]);
         let std = Tensor::<1>::from_floats(IMAGENET_STD, &device).reshape([1, 3, 1, 1]);
         self.forward((x - mean) / std)
     }
-}
-
-/// Resampling weights `[out, in]` of PyTorch's `interpolate(mode="bilinear",
-/// align_corners=False, antialias=True)` along one axis (a triangle filter widened by the
-/// down-scaling factor, as PIL does).
-pub fn antialias_weights(input: usize, output: usize) -> Vec<f32> {
-    let scale = input as f64 / output as f64;
-    let (support, inv) = if scale >= 1.0 { (scale, 1.0 / scale) } else { (1.0, 1.0) };
-    let mut w = vec![0f32; output * input];
-    for i in 0..output {
-        let center = scale * (i as f64 + 0.5);
-        // `as i64` truncates toward zero like the C++ `int` cast.
-        let lo = ((center - support + 0.5) as i64).max(0) as usize;
-        let hi = ((center + support + 0.5) as i64).min(input as i64) as usize;
-        let taps: Vec<f64> = (lo..hi).map(|j| (1.0 - ((j as f64 - center + 0.5) * inv).abs()).max(0.0)).collect();
-        let total: f64 = taps.iter().sum();
-        for (j, t) in (lo..hi).zip(taps) {
-            w[i * input + j] = if total > 0.0 { (t / total) as f32 } else { 0.0 };
-        }
-    }
-    w
-}
-
-/// Antialiased bilinear resize (separable, as two matmuls), differentiable.
-///
-/// # Shapes
-/// - `x`: `[batch, C, H, W]` -> `[batch, C, size[0], size[1]]`
-pub fn resize_bilinear_antialias(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
-    let [b, c, h, w] = x.dims();
-    if [h, w] == size {
-        return x;
-    }
-    let device = x.device();
-    let ww = Tensor::<2>::from_data(TensorData::new(antialias_weights(w, size[1]), [size[1], w]), &device);
-    let wh = Tensor::<2>::from_data(TensorData::new(antialias_weights(h, size[0]), [size[0], h]), &device);
-    let x = x.reshape([b * c * h, w]).matmul(ww.transpose()); // [b·c·h, W']
-    let x = x.reshape([b, c, h, size[1]]).swap_dims(2, 3).reshape([b * c * size[1], h]);
-    let x = x.matmul(wh.transpose()); // [b·c·W', H']
-    x.reshape([b, c, size[1], size[0]]).swap_dims(2, 3)
 }
 
 /// The perceptual loss: the terms of a [`PerceptualKind`] on frozen networks.
@@ -439,46 +401,15 @@ mod tests {
         let device = Device::flex();
         let tiny = ConvNextConfig { depths: [1, 1, 1, 1], dims: [8, 16, 32, 64], num_classes: 10 };
         let net = ConvNext::new(&tiny, &device);
-        let path = std::env::temp_dir().join(format!("titok_convnext_{}.safetensors", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("convnext.safetensors");
         save_safetensors(&net, &path, &CONVNEXT_KEYS, StorageDType::F32).unwrap();
         let loaded = ConvNext::load(&tiny, &path, &device).unwrap();
         let wrong = ConvNextConfig { num_classes: 11, ..tiny.clone() };
         assert!(ConvNext::load(&wrong, &path, &device).is_err());
-        std::fs::remove_file(&path).ok();
         let x = Tensor::<4>::random([2, 3, 40, 48], Distribution::Uniform(0.0, 1.0), &device);
         let (a, b) = (net.logits(x.clone()), loaded.logits(x));
         assert_eq!(a.dims(), [2, 10]);
         assert!((a - b).abs().max().into_scalar::<f32>() < 1e-6);
-    }
-
-    /// Hand-computed from PyTorch's antialias formula: 4 -> 2 takes 3 taps with triangle
-    /// weights (0.75, 0.75, 0.25) / 1.75; same size is the identity.
-    #[test]
-    fn antialias_resize_weights() {
-        let w = antialias_weights(4, 2);
-        let e = [0.75 / 1.75, 0.75 / 1.75, 0.25 / 1.75, 0.0, 0.0, 0.25 / 1.75, 0.75 / 1.75, 0.75 / 1.75];
-        for (a, b) in w.iter().zip(e) {
-            assert!((a - b as f32).abs() < 1e-6, "{w:?}");
-        }
-        let id = antialias_weights(5, 5);
-        for i in 0..5 {
-            for j in 0..5 {
-                assert_eq!(id[i * 5 + j], if i == j { 1.0 } else { 0.0 });
-            }
-        }
-        let device = Device::flex();
-        // Pillow 12 `Image.resize((5, 1), BILINEAR)` of a mode-F row i^1.5, i = 0..13 (the same
-        // filter as PyTorch's antialias path): 13 -> 5 down-sampling with 5- and 6-tap windows.
-        let row: Vec<f32> = (0..13).map(|i| (i as f32).powf(1.5)).collect();
-        let x = Tensor::<4>::from_data(TensorData::new(row, [1, 1, 1, 13]), &device);
-        let got = resize_bilinear_antialias(x, [1, 5]).try_into_vec_as::<f32>().unwrap();
-        let pillow = [1.4063765, 6.3948464, 14.872779, 25.51803, 36.242561];
-        for (a, b) in got.iter().zip(pillow) {
-            assert!((a - b).abs() < 1e-4, "{got:?}");
-        }
-        let x = Tensor::<4>::full([1, 2, 9, 13], 0.25, &device);
-        let y = resize_bilinear_antialias(x, [4, 7]);
-        assert_eq!(y.dims(), [1, 2, 4, 7]);
-        assert!((y - 0.25).abs().max().into_scalar::<f32>() < 1e-6);
     }
 }

@@ -1,5 +1,5 @@
 //! Training a MaskGIT generator on TiTok tokens (`titok-train generator`): masked token
-//! modelling on a pre-tokenised dataset ([`super::tokens`]).
+//! modelling on a pre-tokenised dataset ([`crate::data::token_cache`]).
 //!
 //! Each step, every sample `i` of the batch
 //! 1. takes its image or its mirror (the flip augmentation) from the token cache,
@@ -37,18 +37,19 @@ use titok_model::generator::{
 };
 
 use super::runner::{Launch, MetricSpec, launch, open_split, spread};
-use super::tokens::{TokenCache, TokenCacheHeader, TokenizeOptions, VERSION, tokenizer_fingerprint};
 use crate::config::{GeneratorSpec, TrainConfig};
-use crate::data::ItemRng;
 use crate::data::image_io::save_png_grid;
+use crate::data::token_cache::{TokenCache, TokenCacheHeader, TokenizeOptions, VERSION, tokenizer_fingerprint};
+use crate::data::{ItemRng, spread_indices};
 use crate::train::TrainError;
 use crate::train::ema::{ema_copy, ema_counter, ema_step};
 use crate::train::metrics::StepTerms;
-use crate::train::optim::{AdamWSettings, adamw_with_groups, clip_grad_norm};
+use crate::train::optim::{AdamWSettings, adamw_with_groups};
 use crate::train::run::RunDir;
 use crate::train::schedule::WarmupCosine;
 use crate::train::strategy::StepHook;
 use crate::train::stream::{MakeBatch, StepItem, StepLoader, StepSchedule};
+use crate::train::trainee::{Trainee, optimize};
 
 /// `ItemRng` stream of the training draws (view, masking, label drop).
 const TRAIN_DRAWS: u64 = 0x4745_4e5f_5452_4149; // "GEN_TRAI"
@@ -212,13 +213,25 @@ impl TrainStep for GeneratorTrainee {
         TrainOutput::new(self, loss.backward(), terms)
     }
 
-    fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, mut grads: GradientsParams) -> Self {
-        if self.grad_clip > 0.0 {
-            clip_grad_norm(&self.model, &mut grads, self.grad_clip);
-        }
-        let mut next = optim.step(lr, self, grads);
-        next.ema = ema_step(next.ema, &next.model, &mut next.ema_updates, next.ema_max_decay);
-        next
+    fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: GradientsParams) -> Self {
+        optimize(self, optim, lr, grads)
+    }
+}
+
+impl Trainee for GeneratorTrainee {
+    type Model = Generator;
+
+    fn model(&self) -> &Generator {
+        &self.model
+    }
+
+    fn grad_clip(&self) -> f64 {
+        self.grad_clip
+    }
+
+    fn update_ema(mut self) -> Self {
+        self.ema = ema_step(self.ema, &self.model, &mut self.ema_updates, self.ema_max_decay);
+        self
     }
 }
 
@@ -257,9 +270,9 @@ pub fn load_tokenizer(config: &TrainConfig, device: &Device) -> Result<Titok, Tr
     Ok(tokenizer)
 }
 
-/// Where a run's token cache lives: `data.token_cache`, else `<run>/tokens.bin`.
+/// Where a run's token cache lives: `data.token_cache`, else `<run>/tokens.safetensors`.
 pub fn token_cache_path(config: &TrainConfig, run_dir: &Path) -> PathBuf {
-    config.data.token_cache.clone().unwrap_or_else(|| run_dir.join("tokens.bin"))
+    config.data.token_cache.clone().unwrap_or_else(|| run_dir.join("tokens.safetensors"))
 }
 
 /// The dataset path as recorded in a cache header (absolute when it can be resolved).
@@ -310,7 +323,7 @@ fn encode_split(
         source: source_name(config),
         split: split.to_string(),
     };
-    TokenCache::encode(tokenizer, &records, &data.class_names, &options, device)
+    Ok(TokenCache::encode(tokenizer, &records, &data.class_names, &options, device)?)
 }
 
 /// The token cache of the training split: loaded from [`token_cache_path`] when it exists (and
@@ -386,8 +399,7 @@ fn check_layout(layout: &TokenLayout, codebook: usize, k: usize, classes: usize)
 
 /// The classes a sample grid shows: `n` spread over `0..num_classes`.
 fn sample_classes(num_classes: usize, n: usize) -> Vec<usize> {
-    let n = n.clamp(1, num_classes);
-    (0..n).map(|i| i * num_classes / n).collect()
+    spread_indices(num_classes, n.max(1)).collect()
 }
 
 /// Trains a MaskGIT generator on the tokens of `config.tokenizer` (see the module docs) in the
@@ -420,9 +432,7 @@ pub fn train_generator(config: TrainConfig, run_dir: &Path, devices: &[Device]) 
         )));
     }
     let valid = if config.data.valid_split.is_empty() {
-        let indices: Vec<usize> = (0..config.data.valid_images.clamp(1, cache.len()))
-            .map(|i| i * cache.len() / config.data.valid_images.clamp(1, cache.len()))
-            .collect();
+        let indices: Vec<usize> = spread_indices(cache.len(), config.data.valid_images.max(1)).collect();
         cache.subset(&indices)
     } else {
         let valid_split = config.data.valid_split.clone();

@@ -2,9 +2,7 @@
 //! `InferenceStep`) plus a function that runs it.
 
 pub mod generator;
-pub mod pixel_loss;
 pub mod runner;
 pub mod stage2;
 pub mod tokenizer;
-pub mod tokens;
 pub mod vqgan;

@@ -14,7 +14,7 @@ use burn::train::metric::LearningRateMetric;
 use burn::train::{Learner, LearnerModel, SupervisedTraining, TrainStep, TrainingStrategy};
 
 use crate::config::TrainConfig;
-use crate::data::{ImageBatch, ImageBatcher, ImageFolder, ImageRecord, TarImages, Transform};
+use crate::data::{ImageBatch, ImageBatcher, ImageFolder, ImageRecord, TarImages, Transform, spread_indices};
 use crate::train::TrainError;
 use crate::train::metrics::{ImagesPerSecond, StepTerms, TermMetric};
 use crate::train::renderer::renderer_for;
@@ -55,8 +55,7 @@ pub fn open_split(path: &Path, split: &str) -> Result<Split, TrainError> {
 
 /// `n` records spread evenly over a split (every class of a sorted dataset is represented).
 pub fn spread(records: &[ImageRecord], n: usize) -> Vec<ImageRecord> {
-    let n = n.min(records.len()).max(1);
-    (0..n).map(|i| records[i * records.len() / n].clone()).collect()
+    spread_indices(records.len(), n.max(1)).map(|i| records[i].clone()).collect()
 }
 
 /// The training split, the validation records, and the class names.

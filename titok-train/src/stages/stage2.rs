@@ -7,7 +7,7 @@
 //! `modeling/modules/losses.py::ReconstructionLoss_Stage2`, `utils/train_utils.py`
 //! (`create_model_and_loss_module`, `create_optimizer`, `train_one_epoch`); REFERENCE §7b, §7d.
 //! The generator/discriminator step on burn-train's single optimizer is described in
-//! [`super::pixel_loss`].
+//! [`crate::train::two_sides`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,20 +25,22 @@ use titok_model::checkpoint::{
 };
 use titok_model::{MaskgitVqgan, QuantizeMode, Titok, TitokConfig, VqganConfig};
 
-use super::pixel_loss::{GeneratorLoss, PixelLoss, step_both_sides, with_discriminator_groups};
 use super::runner::{Launch, MetricSpec, launch, open_data, spread, train_loader, valid_loader};
 use crate::config::TrainConfig;
 use crate::data::image_io::save_png_grid;
 use crate::data::{ImageBatch, ImageBatcher, Transform};
 use crate::eval::psnr;
 use crate::losses::LossError;
+use crate::losses::{GeneratorLoss, PixelLoss};
 use crate::train::TrainError;
 use crate::train::ema::{ema_copy, ema_counter, ema_decay, ema_update};
 use crate::train::metrics::StepTerms;
-use crate::train::optim::{AdamWSettings, adamw_with_groups, clip_grad_norm};
+use crate::train::optim::{AdamWSettings, adamw_with_groups};
 use crate::train::run::RunDir;
 use crate::train::schedule::WarmupCosine;
 use crate::train::strategy::StepHook;
+use crate::train::trainee::{Trainee, optimize};
+use crate::train::two_sides::with_discriminator_groups;
 
 /// The module burn-train trains in stage 2: the two-stage TiTok model (with its pixel decoder),
 /// its EMA copy, and the pixel loss (frozen LPIPS, discriminator, LeCam EMA, GAN clock).
@@ -147,15 +149,29 @@ impl TrainStep for Stage2Trainee {
         TrainOutput { grads, item }
     }
 
-    fn optimize(mut self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, mut grads: GradientsParams) -> Self {
-        let discriminator = self.loss.take_discriminator_update(&mut grads, self.grad_clip);
-        if self.grad_clip > 0.0 {
-            clip_grad_norm(&self.model, &mut grads, self.grad_clip);
-        }
-        let mut next = step_both_sides(optim, lr, self, grads, discriminator);
-        next.loss.advance();
-        next.ema = ema_step_trained(next.ema, &next.model, &mut next.ema_updates, next.ema_max_decay);
-        next
+    fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: GradientsParams) -> Self {
+        optimize(self, optim, lr, grads)
+    }
+}
+
+impl Trainee for Stage2Trainee {
+    type Model = Titok;
+
+    fn model(&self) -> &Titok {
+        &self.model
+    }
+
+    fn grad_clip(&self) -> f64 {
+        self.grad_clip
+    }
+
+    fn pixel_loss(&mut self) -> Option<&mut PixelLoss> {
+        Some(&mut self.loss)
+    }
+
+    fn update_ema(mut self) -> Self {
+        self.ema = ema_step_trained(self.ema, &self.model, &mut self.ema_updates, self.ema_max_decay);
+        self
     }
 }
 

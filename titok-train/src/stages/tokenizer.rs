@@ -18,19 +18,21 @@ use titok_model::checkpoint::{StorageDType, load_titok, load_vqgan, save_titok};
 use titok_model::loss::proxy_code_cross_entropy;
 use titok_model::{CodebookStats, MaskgitVqgan, Titok};
 
-use super::pixel_loss::{PixelLoss, step_both_sides, with_discriminator_groups};
 use super::runner::{Launch, MetricSpec, launch, open_data, spread, train_loader, valid_loader};
 use crate::config::TrainConfig;
 use crate::data::image_io::save_png_grid;
 use crate::data::{ImageBatch, ImageBatcher, Transform};
 use crate::eval::psnr;
+use crate::losses::PixelLoss;
 use crate::train::TrainError;
 use crate::train::ema::{ema_copy, ema_counter, ema_step};
 use crate::train::metrics::StepTerms;
-use crate::train::optim::{AdamWSettings, adamw_with_groups, clip_grad_norm};
+use crate::train::optim::{AdamWSettings, adamw_with_groups};
 use crate::train::run::RunDir;
 use crate::train::schedule::WarmupCosine;
 use crate::train::strategy::StepHook;
+use crate::train::trainee::{Trainee, optimize};
+use crate::train::two_sides::with_discriminator_groups;
 
 /// What the decoder is trained to produce.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -179,15 +181,29 @@ impl TrainStep for TokenizerTrainee {
         TrainOutput { grads: self.loss.gradients(self, &self.model, loss, d.as_ref()), item }
     }
 
-    fn optimize(mut self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, mut grads: GradientsParams) -> Self {
-        let discriminator = self.loss.take_discriminator_update(&mut grads, self.grad_clip);
-        if self.grad_clip > 0.0 {
-            clip_grad_norm(&self.model, &mut grads, self.grad_clip);
-        }
-        let mut next = step_both_sides(optim, lr, self, grads, discriminator);
-        next.loss.advance();
-        next.ema = ema_step(next.ema, &next.model, &mut next.ema_updates, next.ema_max_decay);
-        next
+    fn optimize(self, optim: &mut ModuleOptimizer, lr: ModuleLearningRate, grads: GradientsParams) -> Self {
+        optimize(self, optim, lr, grads)
+    }
+}
+
+impl Trainee for TokenizerTrainee {
+    type Model = Titok;
+
+    fn model(&self) -> &Titok {
+        &self.model
+    }
+
+    fn grad_clip(&self) -> f64 {
+        self.grad_clip
+    }
+
+    fn pixel_loss(&mut self) -> Option<&mut PixelLoss> {
+        Some(&mut self.loss)
+    }
+
+    fn update_ema(mut self) -> Self {
+        self.ema = ema_step(self.ema, &self.model, &mut self.ema_updates, self.ema_max_decay);
+        self
     }
 }
 

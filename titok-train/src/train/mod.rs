@@ -1,5 +1,6 @@
 //! Training machinery shared by every stage: deterministic data streaming, the official
-//! optimizer groups and schedule, EMA, metrics, the run directory with atomic checkpoints, and
+//! optimizer groups and schedule, EMA, the shared optimisation step of every trainee and the
+//! generator/discriminator step on one optimizer, metrics, the run directory with atomic checkpoints, and
 //! the step-based burn-train strategy.
 
 pub mod ema;
@@ -10,6 +11,8 @@ pub mod run;
 pub mod schedule;
 pub mod strategy;
 pub mod stream;
+pub mod trainee;
+pub mod two_sides;
 
 use std::path::Path;
 
@@ -36,6 +39,18 @@ pub enum TrainError {
     /// From the data pipeline.
     #[error("data: {0}")]
     Data(String),
+}
+
+impl From<titok_data::DataError> for TrainError {
+    /// Model and I/O errors keep their variant; the rest of the data pipeline's errors (datasets,
+    /// images, token caches) become [`TrainError::Data`].
+    fn from(e: titok_data::DataError) -> Self {
+        match e {
+            titok_data::DataError::Model(m) => Self::Model(m),
+            titok_data::DataError::Io { path, source } => Self::Io { path, source },
+            other => Self::Data(other.to_string()),
+        }
+    }
 }
 
 impl TrainError {

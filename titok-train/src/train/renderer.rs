@@ -101,7 +101,7 @@ impl TrainingProgressLogger for LogRenderer {
         self.items_in_split = items_processed;
         if self.split == "train" {
             let steps = items_processed / self.batch_size;
-            if steps > 0 && steps % self.every == 0 {
+            if steps > 0 && steps.is_multiple_of(self.every) {
                 let step = self.first_step + steps as u64;
                 eprintln!("[{:>7.1}s] step {step} | {}", self.started.elapsed().as_secs_f64(), Self::line(&self.train));
             }

@@ -156,7 +156,7 @@ where
                 let item = TrainingItem::new(out.item, progress, Some(step as usize), Some(learner.lr_current()));
                 interrupter.fail_on_error(processor.process_train(LearnerEvent::ProcessedItem(item)));
 
-                if step % self.checkpoint_every == 0 || step == self.total_steps {
+                if step.is_multiple_of(self.checkpoint_every) || step == self.total_steps {
                     interrupter.fail_on_error(processor.flush());
                     if let Err(e) = self.checkpoint(&learner, &mut checkpointer, &store, step) {
                         interrupter.fail(training_error(e));

@@ -6,35 +6,37 @@
 //! image, the official generator recipe's horizontal-flip augmentation (`Resize -> CenterCrop
 //! -> RandomHorizontalFlip`, REFERENCE §7e): training picks one of the two views per visit.
 //!
-//! File layout (one file, written atomically), all integers little-endian:
+//! File layout: one safetensors file (written atomically) that any safetensors reader opens:
 //! ```text
-//! b"TITOKTC1"                         magic
-//! u32                                 length of the JSON header in bytes
-//! JSON                                [`TokenCacheHeader`]
-//! ids    [num_images, views, K]       u16 (codebook <= 65536) or u32; view 0 = image, 1 = mirror
-//! labels [num_images]                 u32 class index (0 when the dataset is unlabelled)
+//! ids     [num_images, views, K]   U16 (codebook <= 65536) or U32; view 0 = image, 1 = mirror
+//! labels  [num_images]             U32 class index (0 when the dataset is unlabelled)
+//! metadata["titok_token_cache"]    the JSON of [`TokenCacheHeader`]
 //! ```
 //! A cache records the fingerprint of the tokenizer that wrote it ([`tokenizer_fingerprint`]);
 //! [`TokenCache::check_source`] refuses a cache built with another tokenizer or from other data.
 
+use std::collections::HashMap;
 use std::hash::Hasher;
 use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 use fnv::FnvHasher;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use titok_model::Titok;
 use titok_model::checkpoint::write_bytes_atomically;
 
-use crate::data::{ImageBatcher, ImageRecord, Transform};
-use crate::train::TrainError;
+use crate::error::DataError;
+use crate::progress::progress_bar;
+use crate::{ImageBatcher, ImageRecord, Transform};
 
-/// First bytes of a token cache file.
-pub const MAGIC: &[u8; 8] = b"TITOKTC1";
+/// The safetensors metadata key holding the [`TokenCacheHeader`] JSON.
+pub const METADATA_KEY: &str = "titok_token_cache";
 
-/// Version of the header layout.
-pub const VERSION: u32 = 1;
+/// Version of the header layout (2: safetensors; 1 was a custom binary format).
+pub const VERSION: u32 = 2;
 
 /// What a token cache holds and where it came from (the JSON header of the file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,8 +124,8 @@ impl TokenCache {
     /// are reported by the data pipeline, counted in the header and left out.
     ///
     /// # Errors
-    /// [`TrainError::Config`] for a VAE tokenizer (no token ids), [`TrainError::Model`] when
-    /// encoding fails, [`TrainError::Data`] when no image could be read or only some records
+    /// [`DataError::Input`] for a VAE tokenizer (no token ids), [`DataError::Model`] when
+    /// encoding fails, [`DataError::TokenCache`] when no image could be read or only some records
     /// carry a label.
     pub fn encode(
         tokenizer: &Titok,
@@ -131,19 +133,19 @@ impl TokenCache {
         class_names: &[String],
         options: &TokenizeOptions,
         device: &Device,
-    ) -> Result<Self, TrainError> {
+    ) -> Result<Self, DataError> {
         let config = &tokenizer.config;
         if tokenizer.quantize.is_none() {
-            return Err(TrainError::Config("the generator needs a VQ tokenizer (token ids); this one is a VAE".into()));
+            return Err(DataError::Input("the generator needs a VQ tokenizer (token ids); this one is a VAE".into()));
         }
         let labelled = !class_names.is_empty() && records.iter().all(|r| r.label.is_some());
         if !class_names.is_empty() && !labelled {
-            return Err(TrainError::Data("some images of the dataset have a class label and some do not".into()));
+            return Err(DataError::TokenCache("some images of the dataset have a class label and some do not".into()));
         }
         let k = config.num_latent_tokens;
         let views = if options.flips { 2 } else { 1 };
         let batcher = ImageBatcher::new(Transform::eval(config.image_size as u32));
-        let bar = options.progress.then(|| crate::eval::progress_bar(records.len() as u64, "tokenizing"));
+        let bar = options.progress.then(|| progress_bar(records.len() as u64, "tokenizing"));
 
         let (mut ids, mut labels) = (Vec::with_capacity(records.len() * views * k), Vec::with_capacity(records.len()));
         let mut done = 0;
@@ -171,7 +173,7 @@ impl TokenCache {
             let tokens = tokenizer.encode(pixels)?.tokens.expect("a VQ tokenizer returns token ids"); // [views·b, K]
             let tokens = tokens
                 .try_into_vec_as::<i64>()
-                .map_err(|e| TrainError::Data(format!("cannot read token ids: {e:?}")))?;
+                .map_err(|e| DataError::TokenCache(format!("cannot read token ids: {e:?}")))?;
             for (row, index) in batch.indices.iter().enumerate() {
                 for view in 0..views {
                     let start = (view * b + row) * k;
@@ -186,7 +188,7 @@ impl TokenCache {
         }
         let num_images = labels.len();
         if num_images == 0 {
-            return Err(TrainError::Data(format!("none of the {} images could be read", records.len())));
+            return Err(DataError::TokenCache(format!("none of the {} images could be read", records.len())));
         }
         let skipped = records.len() - num_images;
         if skipped > 0 {
@@ -275,12 +277,12 @@ impl TokenCache {
     /// Refuses a cache that was not built by this tokenizer from this data.
     ///
     /// # Errors
-    /// [`TrainError::Data`] naming what differs (tokenizer fingerprint, dataset, split,
+    /// [`DataError::TokenCache`] naming what differs (tokenizer fingerprint, dataset, split,
     /// resolution, flips) and how to proceed.
-    pub fn check_source(&self, path: &Path, expected: &TokenCacheHeader) -> Result<(), TrainError> {
+    pub fn check_source(&self, path: &Path, expected: &TokenCacheHeader) -> Result<(), DataError> {
         let h = &self.header;
         let mismatch = |what: &str, cached: &str, wanted: &str| {
-            Err(TrainError::Data(format!(
+            Err(DataError::TokenCache(format!(
                 "token cache {} was built {what} {cached}, this run uses {wanted}; delete the file or set \
                  data.token_cache to another path",
                 path.display()
@@ -310,44 +312,47 @@ impl TokenCache {
         Ok(())
     }
 
-    /// Writes the cache atomically (a temporary file renamed into place).
+    /// Writes the cache atomically (a temporary file renamed into place) as safetensors.
     ///
     /// # Errors
-    /// [`TrainError::Model`] wrapping the write error.
-    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
-        let header = serde_json::to_vec(&self.header).expect("serialisable");
-        let mut bytes =
-            Vec::with_capacity(12 + header.len() + self.ids.len() * self.header.id_bytes + 4 * self.labels.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&header);
-        match &self.ids {
-            Ids::U16(v) => v.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
-            Ids::U32(v) => v.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
-        }
-        self.labels.iter().for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));
+    /// [`DataError::Model`] wrapping the write error.
+    pub fn save(&self, path: &Path) -> Result<(), DataError> {
+        let h = &self.header;
+        let (dtype, ids): (Dtype, Vec<u8>) = match &self.ids {
+            Ids::U16(v) => (Dtype::U16, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Ids::U32(v) => (Dtype::U32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        };
+        let labels: Vec<u8> = self.labels.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let view =
+            |dtype, shape: Vec<usize>, data| TensorView::new(dtype, shape, data).expect("sizes follow the header");
+        let tensors = [
+            ("ids", view(dtype, vec![h.num_images, h.views, h.seq_len], &ids)),
+            ("labels", view(Dtype::U32, vec![h.num_images], &labels)),
+        ];
+        let metadata = HashMap::from([(METADATA_KEY.to_string(), serde_json::to_string(h).expect("serialisable"))]);
+        let bytes = safetensors::serialize(tensors, Some(metadata))
+            .map_err(|e| DataError::TokenCache(format!("cannot serialise the token cache: {e}")))?;
         Ok(write_bytes_atomically(path, &bytes)?)
     }
 
-    /// Reads a cache and checks it: magic, version, sizes, every id below the codebook size
-    /// and every label below the number of classes.
+    /// Reads a cache and checks it: safetensors layout, header version, shapes and dtypes, every
+    /// id below the codebook size and every label below the number of classes.
     ///
     /// # Errors
-    /// [`TrainError::Io`] when the file cannot be read, [`TrainError::Data`] for a file that is
+    /// [`DataError::Io`] when the file cannot be read, [`DataError::TokenCache`] for a file that is
     /// not a token cache, truncated, or holds out-of-range values.
-    pub fn load(path: &Path) -> Result<Self, TrainError> {
-        let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
-        let bad = |reason: String| TrainError::Data(format!("token cache {}: {reason}", path.display()));
-        if bytes.len() < 12 || &bytes[..8] != MAGIC {
-            return Err(bad("not a token cache (wrong magic bytes)".into()));
-        }
-        let header_len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
-        let body = 12usize
-            .checked_add(header_len)
-            .filter(|&end| end <= bytes.len())
-            .ok_or_else(|| bad("truncated header".into()))?;
+    pub fn load(path: &Path) -> Result<Self, DataError> {
+        let bytes = std::fs::read(path).map_err(|e| DataError::Io { path: path.to_path_buf(), source: e })?;
+        let bad = |reason: String| DataError::TokenCache(format!("token cache {}: {reason}", path.display()));
+        let file = SafeTensors::deserialize(&bytes)
+            .map_err(|e| bad(format!("not a safetensors file (truncated or corrupt): {e}")))?;
+        let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let json =
+            metadata.metadata().as_ref().and_then(|m| m.get(METADATA_KEY)).ok_or_else(|| {
+                bad(format!("a safetensors file without the `{METADATA_KEY}` header: not a token cache"))
+            })?;
         let header: TokenCacheHeader =
-            serde_json::from_slice(&bytes[12..body]).map_err(|e| bad(format!("unreadable header: {e}")))?;
+            serde_json::from_str(json).map_err(|e| bad(format!("unreadable header: {e}")))?;
         if header.version != VERSION {
             return Err(bad(format!("version {} (this build reads version {VERSION})", header.version)));
         }
@@ -357,22 +362,26 @@ impl TokenCache {
                 header.id_bytes, header.views, header.seq_len
             )));
         }
-        let n_ids =
-            header.num_images.checked_mul(header.views * header.seq_len).ok_or_else(|| bad("size overflow".into()))?;
-        let expected = body + n_ids * header.id_bytes + 4 * header.num_images;
-        if bytes.len() != expected {
-            return Err(bad(format!("{} bytes, the header implies {expected} (truncated or corrupt)", bytes.len())));
-        }
-        let ids_end = body + n_ids * header.id_bytes;
-        let ids = if header.id_bytes == 2 {
-            Ids::U16(bytes[body..ids_end].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
-        } else {
-            Ids::U32(
-                bytes[body..ids_end].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            )
+        let tensor = |name: &str, dtype: Dtype, shape: &[usize]| {
+            let t = file.tensor(name).map_err(|_| bad(format!("no `{name}` tensor")))?;
+            if t.dtype() != dtype || t.shape() != shape {
+                return Err(bad(format!(
+                    "`{name}` is {:?} {:?}, the header implies {dtype:?} {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            Ok(t.data())
         };
-        let labels: Vec<u32> =
-            bytes[ids_end..].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let id_dtype = if header.id_bytes == 2 { Dtype::U16 } else { Dtype::U32 };
+        let ids = tensor("ids", id_dtype, &[header.num_images, header.views, header.seq_len])?;
+        let ids = if header.id_bytes == 2 {
+            Ids::U16(ids.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
+        } else {
+            Ids::U32(ids.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        };
+        let labels = tensor("labels", Dtype::U32, &[header.num_images])?;
+        let labels: Vec<u32> = labels.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         Self::checked(header, ids, labels).map_err(|e| bad(e.to_string()))
     }
 
@@ -380,14 +389,14 @@ impl TokenCache {
     /// `[num_images]`; stored as u16 when the codebook allows it.
     ///
     /// # Errors
-    /// [`TrainError::Data`] when the lengths disagree with the header, an id is outside the
+    /// [`DataError::TokenCache`] when the lengths disagree with the header, an id is outside the
     /// codebook or a label outside the classes.
-    pub fn new(header: TokenCacheHeader, ids: Vec<u32>, labels: Vec<u32>) -> Result<Self, TrainError> {
+    pub fn new(header: TokenCacheHeader, ids: Vec<u32>, labels: Vec<u32>) -> Result<Self, DataError> {
         let wide = header.codebook_size > 1 << 16;
         let header = TokenCacheHeader { id_bytes: if wide { 4 } else { 2 }, ..header };
         let ids = match ids.iter().find(|&&v| v as usize >= header.codebook_size) {
             Some(bad) => {
-                return Err(TrainError::Data(format!(
+                return Err(DataError::TokenCache(format!(
                     "token id {bad} is outside the codebook 0..{}",
                     header.codebook_size
                 )));
@@ -398,10 +407,10 @@ impl TokenCache {
         Self::checked(header, ids, labels)
     }
 
-    fn checked(header: TokenCacheHeader, ids: Ids, labels: Vec<u32>) -> Result<Self, TrainError> {
+    fn checked(header: TokenCacheHeader, ids: Ids, labels: Vec<u32>) -> Result<Self, DataError> {
         let h = &header;
         if ids.len() != h.num_images * h.views * h.seq_len || labels.len() != h.num_images {
-            return Err(TrainError::Data(format!(
+            return Err(DataError::TokenCache(format!(
                 "{} ids and {} labels for {} images x {} views x {} tokens",
                 ids.len(),
                 labels.len(),
@@ -411,11 +420,14 @@ impl TokenCache {
             )));
         }
         if let Some(bad_id) = (0..ids.len()).map(|i| ids.get(i)).find(|&v| v as usize >= h.codebook_size) {
-            return Err(TrainError::Data(format!("token id {bad_id} is outside the codebook 0..{}", h.codebook_size)));
+            return Err(DataError::TokenCache(format!(
+                "token id {bad_id} is outside the codebook 0..{}",
+                h.codebook_size
+            )));
         }
         let classes = h.class_names.len().max(1);
         if let Some(bad_label) = labels.iter().find(|&&l| l as usize >= classes) {
-            return Err(TrainError::Data(format!("label {bad_label} is outside the {classes} classes")));
+            return Err(DataError::TokenCache(format!("label {bad_label} is outside the {classes} classes")));
         }
         Ok(Self { header, ids, labels })
     }
@@ -494,15 +506,18 @@ mod tests {
         TokenCache::new(header, ids, vec![1, 0, 1]).unwrap()
     }
 
-    fn scratch(name: &str) -> std::path::PathBuf {
-        std::env::temp_dir().join(format!("titok-token-cache-{}-{name}", std::process::id()))
+    /// A file path in a fresh folder removed when the guard drops.
+    fn scratch(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::Builder::new().prefix("titok-token-cache-").tempdir().unwrap();
+        let path = dir.path().join(name);
+        (dir, path)
     }
 
     #[test]
     fn save_load_round_trip_in_both_widths() {
         for codebook in [64, 100_000] {
             let c = cache(codebook);
-            let path = scratch(&format!("rt{codebook}.bin"));
+            let (_guard, path) = scratch(&format!("rt{codebook}.safetensors"));
             c.save(&path).unwrap();
             let back = TokenCache::load(&path).unwrap();
             assert_eq!(back, c);
@@ -525,13 +540,21 @@ mod tests {
     #[test]
     fn corrupt_and_mismatched_caches_are_refused() {
         let c = cache(64);
-        let path = scratch("bad.bin");
+        let (_guard, path) = scratch("bad.safetensors");
         c.save(&path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
+        // Any safetensors reader sees the two tensors.
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(file.tensor("ids").unwrap().shape(), [3, 2, 4]);
+        assert_eq!(file.tensor("labels").unwrap().dtype(), Dtype::U32);
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
         assert!(TokenCache::load(&path).unwrap_err().to_string().contains("truncated or corrupt"));
         std::fs::write(&path, b"PNG\0\0\0\0\0\0\0\0\0\0").unwrap();
-        assert!(TokenCache::load(&path).unwrap_err().to_string().contains("magic"));
+        assert!(TokenCache::load(&path).unwrap_err().to_string().contains("not a safetensors file"));
+        // Model weights are safetensors too, but not a token cache.
+        let weights = [("ids", TensorView::new(Dtype::U16, vec![3, 2, 4], &bytes[..48]).unwrap())];
+        std::fs::write(&path, safetensors::serialize(weights, None).unwrap()).unwrap();
+        assert!(TokenCache::load(&path).unwrap_err().to_string().contains("not a token cache"));
         let mut other = c.header.clone();
         other.tokenizer_fingerprint = "4567".into();
         let e = c.check_source(&path, &other).unwrap_err().to_string();
