@@ -18,6 +18,13 @@
 //! [`conv3x3_same_reference`] (Burn's `conv2d`), and the fused GroupNorm + SiLU before them,
 //! [`group_norm_silu`] beside [`group_norm_silu_reference`], and a parallel exact-erf [`gelu`]
 //! for the transformers' MLPs.
+//!
+//! No backend is enabled by default: the binaries (or an embedding application) choose `flex`,
+//! `wgpu` or `cuda`. Without any, the dispatch has nothing to route to and every search takes
+//! the reference.
+
+// Without a backend feature the backend-specific paths are compiled out and their helpers idle.
+#![cfg_attr(not(any(feature = "flex", feature = "cube")), allow(unused))]
 
 mod activation;
 mod conv3x3;
