@@ -4,16 +4,13 @@
 //! Burn's CPU GELU evaluates `libm::erff` element by element on one thread; in the ViT MLPs
 //! (`[batch, tokens, 4W]`) that was a visible share of the encoder's time. The fast path
 //! splits the tensor over rayon's pool and uses polynomial `exp`/`erf` that the compiler turns
-//! into SIMD code.
+//! into SIMD code. It is differentiable: under autodiff the backward runs the same way
+//! (`gelu_train.rs`), so CPU training takes it too.
 
 use burn::tensor::activation::gelu as burn_gelu;
-use burn::tensor::{DType, Tensor, TensorData};
-use rayon::prelude::*;
+use burn::tensor::{DType, Tensor};
 
-use crate::host::{forced_reference, host_inference};
-
-/// Elements per rayon task.
-const CHUNK: usize = 16 * 1024;
+use crate::host::{forced_reference, on_flex};
 
 /// `e^x` for f32, relative error below 3e-7 on `[-87, 88]`; 0 below -87.3, and finite
 /// (about 3.4e38) above 88.7.
@@ -78,7 +75,8 @@ pub fn silu_f32(x: f32) -> f32 {
 /// Which implementation [`gelu`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GeluPath {
-    /// Parallel host loop with [`gelu_f32`] (Flex, f32, no autodiff).
+    /// Parallel host loop with [`gelu_f32`] (Flex, f32), with its differentiable backward
+    /// under autodiff.
     Fused,
     /// Burn's `gelu`.
     Reference,
@@ -87,7 +85,7 @@ pub enum GeluPath {
 impl GeluPath {
     /// The path for `x`; `TITOK_FUSED_GELU=reference` forces Burn's `gelu`.
     pub fn for_input<const D: usize>(x: &Tensor<D>) -> Self {
-        if host_inference(x) && x.dtype() == DType::F32 && !forced_reference("TITOK_FUSED_GELU") {
+        if on_flex(x) && x.dtype() == DType::F32 && !forced_reference("TITOK_FUSED_GELU") {
             Self::Fused
         } else {
             Self::Reference
@@ -95,26 +93,31 @@ impl GeluPath {
     }
 }
 
-/// Exact (erf) GELU of every element, any shape; same shape out. Takes [`GeluPath::for_input`];
-/// the fast path agrees with Burn's `gelu` to ~1e-6 relative.
+/// Exact (erf) GELU of every element, any shape; same shape out; differentiable. Takes
+/// [`GeluPath::for_input`]; the fast path agrees with Burn's `gelu` (and its gradient) to ~1e-6
+/// relative.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     if GeluPath::for_input(&x) == GeluPath::Reference {
         return burn_gelu(x);
     }
-    let device = x.device();
-    let shape = x.shape();
-    let data = x.into_data();
-    let src = data.as_slice::<f32>().expect("f32 tensor data");
-    let mut out = vec![0.0f32; src.len()];
-    out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(dst, s)| {
-        dst.iter_mut().zip(s).for_each(|(o, &v)| *o = gelu_f32(v));
-    });
-    Tensor::from_data(TensorData::new(out, shape), &device)
+    fused(x)
+}
+
+#[cfg(feature = "flex")]
+fn fused<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    use crate::gelu_train::GeluBackend;
+    Tensor::from_dispatch(<burn::backend::Dispatch as GeluBackend>::fast_gelu(x.into_dispatch()))
+}
+
+#[cfg(not(feature = "flex"))]
+fn fused<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    burn_gelu(x) // never reached: the fused path needs Flex
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gelu_train::gelu_grad_f32;
     use burn::tensor::{Device, Distribution};
 
     #[test]
@@ -144,7 +147,30 @@ mod tests {
         let err = (gelu(x.clone()) - burn_gelu(x)).abs().max().into_scalar::<f32>();
         // |x| up to ~15 here: GELU's error is |x|/2 · erf's.
         assert!(err < 1e-5, "max |fused - burn| = {err:e}");
-        let tracked = Tensor::<2>::zeros([2, 2], &device.clone().autodiff());
-        assert_eq!(GeluPath::for_input(&tracked), GeluPath::Reference);
+    }
+
+    /// Under autodiff the fused GELU is differentiable: its gradient is Burn's `gelu` gradient.
+    #[test]
+    fn fused_gelu_gradients_match_burn_gelu() {
+        let device = Device::flex().autodiff();
+        let x = Tensor::<3>::random([2, 33, 70], Distribution::Normal(0.0, 2.0), &device);
+        let w = Tensor::<3>::random([2, 33, 70], Distribution::Uniform(-1.0, 1.0), &device);
+        assert_eq!(GeluPath::for_input(&x), GeluPath::Fused);
+        let grad_of = |f: &dyn Fn(Tensor<3>) -> Tensor<3>| {
+            let x = x.clone().require_grad();
+            let y = f(x.clone());
+            let grads = (y.clone() * w.clone()).sum().backward();
+            (y.inner(), x.grad(&grads).expect("x gets a gradient"))
+        };
+        let (y_fused, g_fused) = grad_of(&|x| gelu(x));
+        let (y_burn, g_burn) = grad_of(&|x| burn_gelu(x));
+        let forward = (y_fused - y_burn).abs().max().into_scalar::<f32>();
+        let backward = (g_fused - g_burn.clone()).abs().max().into_scalar::<f32>();
+        assert!(forward < 1e-5, "forward max |fused - burn| = {forward:e}");
+        assert!(backward < 1e-5, "gradient max |fused - burn| = {backward:e}");
+        assert!(g_burn.abs().max().into_scalar::<f32>() > 0.1, "a real gradient");
+        // The derivative on its own: d/dx GELU at 0 is 1/2, far out it is 0 and 1.
+        assert!((gelu_grad_f32(0.0, 1.0) - 0.5).abs() < 1e-7);
+        assert!(gelu_grad_f32(-12.0, 1.0).abs() < 1e-7 && (gelu_grad_f32(12.0, 1.0) - 1.0).abs() < 1e-6);
     }
 }

@@ -4,16 +4,20 @@
 use burn::backend::DispatchDevice;
 use burn::tensor::Tensor;
 
-/// Whether `x` lives on Flex (the CPU backend the host loops read) and carries no autodiff
-/// (the fast paths are not differentiable).
-pub(crate) fn host_inference<const D: usize>(x: &Tensor<D>) -> bool {
+/// Whether `x` lives on Flex (the CPU backend the host loops read), with or without autodiff.
+pub(crate) fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
     #[allow(unreachable_patterns)]
-    let flex = match x.device().inner().as_dispatch() {
+    match x.device().inner().as_dispatch() {
         #[cfg(feature = "flex")]
         DispatchDevice::Flex(_) => true,
         _ => false,
-    };
-    flex && x.gradient_checkpointing_strategy().is_none()
+    }
+}
+
+/// Whether `x` lives on Flex and carries no autodiff (the inference-only fast paths are not
+/// differentiable).
+pub(crate) fn host_inference<const D: usize>(x: &Tensor<D>) -> bool {
+    on_flex(x) && x.gradient_checkpointing_strategy().is_none()
 }
 
 /// Whether the environment variable `var` is set to `reference` (read at every call: a few

@@ -30,6 +30,8 @@ mod activation;
 mod conv3x3;
 #[cfg(feature = "cube")]
 mod forward;
+#[cfg(feature = "flex")]
+mod gelu_train;
 mod group_norm;
 mod host;
 #[cfg(feature = "cube")]
