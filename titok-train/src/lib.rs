@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod discriminator;
+pub mod distributed;
 pub mod losses;
 pub mod stages;
 pub mod train;

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use titok_train::config::TrainConfig;
 use titok_train::device::{DeviceRequest, select_device};
+use titok_train::distributed::ProcessGroup;
 use titok_train::stages;
 use titok_train::train::run::RunDir;
 
@@ -17,6 +18,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// Train TiTok tokenizers (stage 1 with proxy codes, single stage), the 2D MaskGIT-VQGAN
 /// teacher and MaskGIT generators. Runs checkpoint every `run.checkpoint_every` steps and
 /// continue with `--resume` after an interruption (even `kill -9`) with the same data order.
+/// Launched by `mpirun -n N` or `srun` (build with `--features mpi`), N processes train one run
+/// data-parallel: each takes 1/N of every batch, rank 0 writes the run folder.
 #[derive(Parser, Debug)]
 #[command(name = "titok-train", version, about, long_about = None)]
 struct Cli {
@@ -47,7 +50,8 @@ struct Common {
     /// Images per step (sets `run.batch_size`).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Device: auto, cpu, wgpu, gpu or cuda[:N].
+    /// Device: auto, cpu, wgpu, gpu or cuda[:N]. Under `mpirun`/`srun` each rank adds its local
+    /// rank to the CUDA index (rank 1 of a machine with `cuda` trains on `cuda:1`).
     #[arg(long, default_value = "auto")]
     device: DeviceRequest,
     /// Data-parallel devices, comma-separated (e.g. `cuda:0,cuda:1`); overrides `--device`.
@@ -55,7 +59,8 @@ struct Common {
     #[arg(long, value_delimiter = ',')]
     devices: Vec<DeviceRequest>,
     /// CPU threads for the CPU backend's tensor operations (default: `RAYON_NUM_THREADS`, else
-    /// one per logical core); data-loading workers are set by `data.num_workers`.
+    /// one per logical core, shared out among the ranks on one machine); data-loading workers
+    /// are set by `data.num_workers`.
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
 }
@@ -89,6 +94,40 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let group = titok_train::distributed::init().context("joining the training job")?;
+    match run(&cli, group) {
+        Ok(()) => {
+            group.finish();
+            Ok(())
+        }
+        // One rank's error ends the job (MPI_Abort): the others would wait in their next
+        // collective, and `srun` does not stop them on its own.
+        Err(e) if group.is_distributed() => {
+            eprintln!("titok-train {}: error: {e:#}", group.label());
+            group.abort(1);
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The device a request names for this rank: CUDA indices are offset by the local rank (one GPU
+/// per process), and `auto` tries `cuda:<local rank>` first. Where the launcher shows each
+/// process only its own GPU (`srun --gpus-per-task=1`, `CUDA_VISIBLE_DEVICES` per rank) the
+/// offset index does not exist and the request's own index is taken.
+fn rank_device(request: DeviceRequest, group: &ProcessGroup) -> Result<(burn::tensor::Device, String)> {
+    let device = |r| select_device(r).map_err(|e| anyhow::anyhow!("device: {e}"));
+    match request {
+        DeviceRequest::Cuda(i) if group.local_size > 1 => {
+            device(DeviceRequest::Cuda(i + group.local_rank)).or_else(|_| device(DeviceRequest::Cuda(i)))
+        }
+        DeviceRequest::Auto if group.local_size > 1 => device(DeviceRequest::Cuda(group.local_rank))
+            .or_else(|_| device(DeviceRequest::Cuda(0)))
+            .or_else(|_| device(DeviceRequest::Auto)),
+        other => device(other),
+    }
+}
+
+fn run(cli: &Cli, group: &ProcessGroup) -> Result<()> {
     let (mode, common) = match &cli.mode {
         Mode::Vqgan(c) => ("vqgan", c),
         Mode::Stage1(c) => ("stage1", c),
@@ -97,7 +136,7 @@ fn main() -> Result<()> {
         Mode::Generator(c) => ("generator", c),
         Mode::Tokens(c) => ("tokens", c),
     };
-    titok_train::device::set_cpu_threads(common.threads).map_err(anyhow::Error::msg)?;
+    titok_train::device::set_cpu_threads(common.threads.or(group.default_cpu_threads())).map_err(anyhow::Error::msg)?;
     let mut overrides = common.overrides.clone();
     if let Some(d) = &common.data {
         overrides.push(format!("data.path={}", serde_json::to_string(d)?));
@@ -116,15 +155,36 @@ fn main() -> Result<()> {
             common.run.display()
         );
     }
-    let requests = if common.devices.is_empty() { vec![common.device] } else { common.devices.clone() };
-    let mut devices = Vec::new();
-    let mut names = Vec::new();
-    for r in requests {
-        let (d, n) = select_device(r).map_err(|e| anyhow::anyhow!("device: {e}"))?;
+    // `--devices` is taken as given on every rank; one `--device` is offset per rank.
+    let (mut devices, mut names) = (Vec::new(), Vec::new());
+    if common.devices.is_empty() {
+        let (d, n) = rank_device(common.device, group)?;
         devices.push(d);
         names.push(n);
+    } else {
+        for &r in &common.devices {
+            let (d, n) = select_device(r).map_err(|e| anyhow::anyhow!("device: {e}"))?;
+            devices.push(d);
+            names.push(n);
+        }
     }
-    eprintln!("titok-train {mode}: device {}, run {}", names.join(" + "), common.run.display());
+    let mut rank = if group.is_distributed() {
+        format!(
+            "{} (local rank {} of {}, pid {}, launched by {}), ",
+            group.label(),
+            group.local_rank,
+            group.local_size,
+            std::process::id(),
+            group.launcher
+        )
+    } else {
+        String::new()
+    };
+    let transport = group.use_device(&devices[0])?;
+    if group.is_distributed() {
+        rank.push_str(&format!("gradients averaged by {transport}, "));
+    }
+    eprintln!("titok-train {mode}: {rank}device {}, run {}", names.join(" + "), common.run.display());
     match mode {
         "vqgan" => {
             stages::vqgan::train_vqgan(config, &common.run, &devices).context("vqgan training")?;
@@ -141,6 +201,9 @@ fn main() -> Result<()> {
             let recipe = TrainConfig::generator_recipe();
             let config = TrainConfig::load_with_defaults(recipe, common.config.as_deref(), &overrides)?;
             if mode == "tokens" {
+                if !group.is_main() {
+                    return Ok(()); // rank 0 builds the cache
+                }
                 let device = &devices[0];
                 let tokenizer = stages::generator::load_tokenizer(&config, device)?;
                 let (cache, path) = stages::generator::prepare_token_cache(&config, &tokenizer, &common.run, device)?;
@@ -160,6 +223,8 @@ fn main() -> Result<()> {
                 .context("single-stage training")?;
         }
     }
-    eprintln!("done; EMA weights in {}/checkpoints/", common.run.display());
+    if group.is_main() {
+        eprintln!("done; EMA weights in {}/checkpoints/", common.run.display());
+    }
     Ok(())
 }

@@ -416,7 +416,9 @@ pub fn train_generator(config: TrainConfig, run_dir: &Path, devices: &[Device]) 
     let spec = config.generator.clone().unwrap_or_default();
     let tokenizer = load_tokenizer(&config, device)?;
     let run = RunDir::create(run_dir)?;
-    let (cache, _) = prepare_token_cache(&config, &tokenizer, &run.root, device)?;
+    // Rank 0 of a multi-process job encodes and writes the cache; the others then load it.
+    let (cache, _) = crate::distributed::group()
+        .main_first("building the token cache", || prepare_token_cache(&config, &tokenizer, &run.root, device))?;
     let fingerprint = cache.header.tokenizer_fingerprint.clone();
     let class_names = cache.class_names().to_vec();
     if class_names.is_empty() {

@@ -143,6 +143,14 @@ where
     S: LrScheduler + 'static,
 {
     let cfg = &l.config;
+    let group = crate::distributed::group();
+    if !cfg.run.batch_size.is_multiple_of(group.world_size) {
+        return Err(TrainError::Config(format!(
+            "run.batch_size {} (the global batch) does not divide into {} equal shares, one per rank: choose a \
+             multiple of {}",
+            cfg.run.batch_size, group.world_size, group.world_size
+        )));
+    }
     let config_json = serde_json::to_string_pretty(cfg).expect("serialisable");
     let resume = l.run.latest()?;
     if let Some(state) = &resume {
@@ -155,7 +163,9 @@ where
                 l.run.root.display()
             )));
         }
-        titok_model::checkpoint::write_bytes_atomically(&saved_path, config_json.as_bytes())?;
+        if group.is_main() {
+            titok_model::checkpoint::write_bytes_atomically(&saved_path, config_json.as_bytes())?;
+        }
         if state.dataset_len != l.train.schedule().len {
             return Err(TrainError::Resume(format!(
                 "the training data changed: {} images now, {} when the run started",
@@ -164,7 +174,7 @@ where
             )));
         }
         tracing::info!(step = state.step, "resuming");
-    } else {
+    } else if group.is_main() {
         titok_model::checkpoint::write_bytes_atomically(&l.run.root.join("config.json"), config_json.as_bytes())?;
     }
 
@@ -190,8 +200,16 @@ where
         on_checkpoint: l.on_checkpoint,
         on_validation: l.on_validation,
         extra_devices: l.extra_devices,
+        group,
     };
-    let mut training = SupervisedTraining::new(&l.run.root, Arc::new(l.train.clone()), l.valid)
+    // burn-train's own files (metric logs) of the ranks other than 0 go to a scratch folder:
+    // the run folder is rank 0's.
+    let artifacts = if group.is_main() {
+        l.run.root.clone()
+    } else {
+        std::env::temp_dir().join(format!("titok-train-rank{}-{}", group.rank, std::process::id()))
+    };
+    let mut training = SupervisedTraining::new(&artifacts, Arc::new(l.train.clone()), l.valid)
         .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)))
         .with_custom_checkpointers(ckpt_model, ckpt_optim, ckpt_sched)
         .with_checkpointing_strategy(KeepLastSteps::new(cfg.run.keep_checkpoints, &l.run))
@@ -209,13 +227,18 @@ where
         training = training.checkpoint(state.step as usize);
     }
     let first_step = resume.as_ref().map_or(0, |s| s.step);
-    if let Some(renderer) = renderer_for(cfg.run.log_every, cfg.run.batch_size, first_step) {
+    if let Some(renderer) =
+        renderer_for(cfg.run.log_every, cfg.run.batch_size, first_step, group.is_launched().then_some(group.rank))
+    {
         training = training.renderer(renderer);
     }
     // Models are built on the plain device; `train()` turns their trainable parameters into
     // tracked autodiff leaves (frozen ones, the EMA copy and buffers stay untracked).
     let learner = Learner::new(model.train(), optim, schedule);
     let result = training.launch(learner);
+    if !group.is_main() {
+        let _ = std::fs::remove_dir_all(&artifacts);
+    }
     if let Some(error) = result.error {
         return Err(TrainError::Config(format!("training failed: {error}")));
     }

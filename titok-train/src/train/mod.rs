@@ -39,6 +39,10 @@ pub enum TrainError {
     /// From the data pipeline.
     #[error("data: {0}")]
     Data(String),
+    /// A multi-process job that cannot start or go on (launcher, MPI/NCCL, ranks that
+    /// disagree or whose replicas diverged).
+    #[error("distributed training: {0}")]
+    Distributed(String),
 }
 
 impl From<titok_data::DataError> for TrainError {

@@ -24,6 +24,7 @@ pub struct LogRenderer {
     items_in_split: usize,
     interval: usize,
     started: Instant,
+    quiet: bool,
 }
 
 impl LogRenderer {
@@ -41,7 +42,14 @@ impl LogRenderer {
             items_in_split: 0,
             interval: 0,
             started: Instant::now(),
+            quiet: false,
         }
+    }
+
+    /// A renderer that prints nothing: the ranks other than 0 of a multi-process job, whose
+    /// lines would repeat rank 0's.
+    pub fn silent() -> Self {
+        Self { quiet: true, ..Self::new(1, 1, 0) }
     }
 
     fn record(&mut self, state: MetricState, valid: bool) {
@@ -62,9 +70,23 @@ fn fmt(v: f64) -> String {
     if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) { format!("{v:.3e}") } else { format!("{v:.4}") }
 }
 
-/// burn-train's dashboard in a terminal, [`LogRenderer`] otherwise.
-pub fn renderer_for(every: usize, batch_size: usize, first_step: u64) -> Option<Box<dyn MetricsRenderer>> {
-    if std::io::stdout().is_terminal() { None } else { Some(Box::new(LogRenderer::new(every, batch_size, first_step))) }
+/// burn-train's dashboard in a terminal, [`LogRenderer`] otherwise; under a launcher
+/// (`launched`: this process's rank; `mpirun` may hand its ranks a pseudo-terminal, but
+/// forwards their output line by line) rank 0's lines, and [`LogRenderer::silent`] on the
+/// other ranks.
+pub fn renderer_for(
+    every: usize,
+    batch_size: usize,
+    first_step: u64,
+    launched: Option<usize>,
+) -> Option<Box<dyn MetricsRenderer>> {
+    if launched.is_some_and(|rank| rank > 0) {
+        Some(Box::new(LogRenderer::silent()))
+    } else if launched.is_none() && std::io::stdout().is_terminal() {
+        None
+    } else {
+        Some(Box::new(LogRenderer::new(every, batch_size, first_step)))
+    }
 }
 
 impl MetricsRendererTraining for LogRenderer {
@@ -85,7 +107,9 @@ impl MetricsRendererEvaluation for LogRenderer {
 
 impl TrainingProgressLogger for LogRenderer {
     fn start(&mut self, total_epochs: usize, _starting_epoch: usize, _total_items: Option<usize>, label: Option<&str>) {
-        eprintln!("{}: {total_epochs} validation intervals", label.unwrap_or("training"));
+        if !self.quiet {
+            eprintln!("{}: {total_epochs} validation intervals", label.unwrap_or("training"));
+        }
     }
 
     fn update_epoch(&mut self, epoch: usize) {
@@ -101,7 +125,7 @@ impl TrainingProgressLogger for LogRenderer {
         self.items_in_split = items_processed;
         if self.split == "train" {
             let steps = items_processed / self.batch_size;
-            if steps > 0 && steps.is_multiple_of(self.every) {
+            if steps > 0 && steps.is_multiple_of(self.every) && !self.quiet {
                 let step = self.first_step + steps as u64;
                 eprintln!("[{:>7.1}s] step {step} | {}", self.started.elapsed().as_secs_f64(), Self::line(&self.train));
             }
@@ -109,6 +133,9 @@ impl TrainingProgressLogger for LogRenderer {
     }
 
     fn end_split(&mut self) {
+        if self.quiet {
+            return;
+        }
         if self.split == "valid" {
             eprintln!("[{:>7.1}s] validation | {}", self.started.elapsed().as_secs_f64(), Self::line(&self.valid));
         } else {
@@ -117,12 +144,15 @@ impl TrainingProgressLogger for LogRenderer {
     }
 
     fn end(&mut self) {
+        if self.quiet {
+            return;
+        }
         eprintln!("[{:>7.1}s] training ended", self.started.elapsed().as_secs_f64());
     }
 
     fn log_event_training(&mut self, event: String) {
         // burn-train reports every iteration as an event; the step lines say enough.
-        if event != "Iteration" && !event.starts_with("Iteration ") {
+        if !self.quiet && event != "Iteration" && !event.starts_with("Iteration ") {
             eprintln!("{event}");
         }
     }
@@ -135,11 +165,16 @@ impl EvaluationProgressLogger for LogRenderer {
     }
     fn update_test_progress(&mut self, _items_processed: usize) {}
     fn end_test(&mut self) {
+        if self.quiet {
+            return;
+        }
         eprintln!("{} | {}", self.split, Self::line(&self.valid));
     }
     fn end_global_progress(&mut self) {}
     fn log_event_evaluation(&mut self, event: String) {
-        eprintln!("{event}");
+        if !self.quiet {
+            eprintln!("{event}");
+        }
     }
 }
 

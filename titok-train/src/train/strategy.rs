@@ -23,6 +23,8 @@ use super::metrics::StepTerms;
 use super::optim::scale_grads;
 use super::run::{RunDir, RunState, SaveTracker};
 use super::stream::StepLoader;
+use crate::distributed::ProcessGroup;
+use crate::distributed::sync::{all_reduce_gradients, all_reduce_terms, check_replicas};
 use crate::train::TrainError;
 
 /// Work done at a checkpoint besides the burn-train records: e.g. exporting the EMA weights as
@@ -54,6 +56,10 @@ pub struct StepStrategy<M: LearnerModel> {
     /// More devices for data parallelism (each step's batch is split across the main device and
     /// these; gradients are averaged on the main device, which runs the optimizer).
     pub extra_devices: Vec<Device>,
+    /// The processes of a multi-process job (one for a plain run): this rank trains on its
+    /// share of each step, the gradients are averaged over the ranks, and only rank 0 writes
+    /// checkpoints and runs validation.
+    pub group: &'static ProcessGroup,
 }
 
 /// Forward and backward of one step: on the learner's device for one shard, else one thread
@@ -118,7 +124,8 @@ where
             .chain(self.extra_devices.iter().cloned())
             .map(Device::autodiff)
             .collect();
-        let train = self.loader.sharded(&shard_devices);
+        // This rank's contiguous share of every global batch, split again over its devices.
+        let train = self.loader.sharded(&shard_devices).for_rank(self.group.rank, self.group.world_size);
         let valid = dataloader_valid.to_device(&self.device);
         let mut processor = components.event_processor;
         let mut checkpointer = components.checkpointer;
@@ -146,7 +153,18 @@ where
                         break;
                     }
                 };
-                let out = data_parallel_step(&learner, shards, &shard_devices);
+                let mut out = data_parallel_step(&learner, shards, &shard_devices);
+                if self.group.is_distributed() {
+                    let synced = all_reduce_gradients(&learner.model(), &mut out.grads, self.group)
+                        .and_then(|()| all_reduce_terms(out.item, self.group));
+                    match synced {
+                        Ok(terms) => out.item = terms,
+                        Err(e) => {
+                            interrupter.fail(training_error(e));
+                            break;
+                        }
+                    }
+                }
                 learner.lr_step();
                 learner.optimizer_step(out.grads);
                 step += 1;
@@ -171,6 +189,11 @@ where
                 break;
             }
 
+            if !self.group.is_main() {
+                // Rank 0 validates; the others go on and wait for it at the next all-reduce.
+                interrupter.fail_on_error(processor.process_train(LearnerEvent::EndEpoch(interval as usize)));
+                continue;
+            }
             // Validation on the EMA-free training model (the hook may use the EMA weights).
             let model = learner.model().valid();
             interrupter.fail_on_error(processor.process_valid(LearnerEvent::StartSplit {
@@ -216,6 +239,13 @@ impl<M: LearnerModel> StepStrategy<M> {
         store: &burn::train::metric::store::EventStoreClient,
         step: u64,
     ) -> Result<(), TrainError> {
+        if self.group.is_distributed() {
+            let fingerprint = check_replicas(&learner.model(), self.group, step)?;
+            tracing::info!("{}: parameters after step {step}: fingerprint {fingerprint:016x}", self.group.label());
+            if !self.group.is_main() {
+                return Ok(());
+            }
+        }
         let checkpointer =
             checkpointer.as_mut().ok_or_else(|| TrainError::Config("the step strategy needs checkpointers".into()))?;
         checkpointer.checkpoint(learner, step as usize, store);

@@ -158,6 +158,26 @@ impl<O: Send + 'static> StepLoader<O> {
         }
     }
 
+    /// This rank's share of every step for multi-process data parallelism: of each global
+    /// step's items, the `rank`-th of `world_size` contiguous equal chunks (the batch size must
+    /// divide evenly; [`crate::stages::runner::launch`] checks it). The global batch, and so
+    /// the data order, does not depend on the number of ranks.
+    ///
+    /// # Panics
+    /// When `rank >= world_size`.
+    pub fn for_rank(&self, rank: usize, world_size: usize) -> Self {
+        assert!(rank < world_size, "rank {rank} of {world_size}");
+        if world_size == 1 {
+            return self.clone();
+        }
+        let make = self.make_batch.clone();
+        let make_rank: MakeBatch<O> = Arc::new(move |items, device| {
+            let share = items.len() / world_size;
+            make(&items[rank * share..(rank + 1) * share], device)
+        });
+        Self { make_batch: make_rank, ..self.clone() }
+    }
+
     /// The same loader over other steps.
     pub fn with_steps(&self, steps: std::ops::Range<u64>) -> Self {
         Self { start: steps.start, end: steps.end, ..self.clone() }
@@ -303,5 +323,43 @@ mod tests {
         let got: Vec<Vec<usize>> = loader.stream().map(|b| b.unwrap()).collect();
         let want: Vec<Vec<usize>> = (5..30).map(|t| schedule.items(t).iter().map(|i| i.index).collect()).collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn ranks_read_disjoint_shares_that_make_the_global_batch() {
+        let schedule = Arc::new(StepSchedule::new(50, 6, 3));
+        let make: MakeBatch<Vec<usize>> =
+            Arc::new(|items: &[StepItem], _d: &Device| Ok(items.iter().map(|i| i.index).collect()));
+        let loader = StepLoader::new(schedule.clone(), make, 0..9, 2, Device::flex());
+        let shares: Vec<Vec<Vec<usize>>> =
+            (0..3).map(|r| loader.for_rank(r, 3).stream().map(|b| b.unwrap()).collect()).collect();
+        for step in 0..9 {
+            let joined: Vec<usize> = (0..3).flat_map(|r| shares[r][step].clone()).collect();
+            let want: Vec<usize> = schedule.items(step as u64).iter().map(|i| i.index).collect();
+            assert_eq!(joined, want, "step {step}: the ranks' shares in rank order are the global batch");
+            assert!(shares.iter().all(|s| s[step].len() == 2));
+        }
+    }
+
+    #[test]
+    fn a_rank_splits_its_own_share_over_its_devices() {
+        // 2 ranks x 2 devices, 8 images per step: rank r trains on images 4r..4r+4 of the step,
+        // 2 on each of its devices; nothing is dropped or read twice.
+        let schedule = Arc::new(StepSchedule::new(40, 8, 5));
+        let make: MakeBatch<Vec<usize>> =
+            Arc::new(|items: &[StepItem], _d: &Device| Ok(items.iter().map(|i| i.index).collect()));
+        let loader = StepLoader::new(schedule.clone(), make, 0..4, 1, Device::flex());
+        let devices = [Device::flex(), Device::flex()];
+        for step in 0..4u64 {
+            let want: Vec<usize> = schedule.items(step).iter().map(|i| i.index).collect();
+            for rank in 0..2 {
+                let got = loader.sharded(&devices).for_rank(rank, 2).with_steps(step..step + 1).stream();
+                let shards: Vec<Vec<usize>> = got.map(|b| b.unwrap()).next().unwrap();
+                assert_eq!(
+                    shards,
+                    vec![want[4 * rank..4 * rank + 2].to_vec(), want[4 * rank + 2..4 * rank + 4].to_vec()]
+                );
+            }
+        }
     }
 }
