@@ -28,8 +28,18 @@ fn shared() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
 }
 
-fn config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cifar10-titok-tiny.json")
+fn config(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name)
+}
+
+/// `<mode> --config configs/<config> --run <run> --device cpu --set ...` for `titok-train`.
+fn cli(mode: &str, config_name: &str, run: &Path, sets: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut args = vec![mode.to_string(), "--config".into(), config(config_name).display().to_string()];
+    args.extend(["--run".into(), run.display().to_string(), "--device".into(), "cpu".into()]);
+    for s in sets {
+        args.extend(["--set".into(), s]);
+    }
+    args
 }
 
 fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
@@ -56,11 +66,7 @@ fn sets(steps: u64) -> Vec<String> {
 
 /// The `titok-train single-stage` arguments of a run.
 fn train_args(run: &Path, steps: u64, resume: bool) -> Vec<String> {
-    let mut args = vec!["single-stage".to_string(), "--config".into(), config().display().to_string()];
-    args.extend(["--run".into(), run.display().to_string(), "--device".into(), "cpu".into()]);
-    for s in sets(steps) {
-        args.extend(["--set".into(), s]);
-    }
+    let mut args = cli("single-stage", "cifar10-titok-tiny.json", run, sets(steps));
     if resume {
         args.push("--resume".into());
     }
@@ -77,11 +83,8 @@ fn single(run: &Path, steps: u64, resume: bool) -> Command {
 /// The arguments of a short stage-2 run (L2 + LPIPS + GAN with LeCam from step 2) on a random
 /// tiny stage-1 TiTok and its random tiny MaskGIT-VQGAN pixel decoder saved in `models`.
 fn stage2_args(run: &Path, models: &Path) -> Vec<String> {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cifar10-titok-tiny-stage2.json");
-    let mut args = vec!["stage2".to_string(), "--config".into(), config.display().to_string()];
-    args.extend(["--run".into(), run.display().to_string(), "--device".into(), "cpu".into()]);
     let json = |p: PathBuf| serde_json::to_string(&p).unwrap();
-    for s in [
+    let sets = [
         format!("model.init={}", json(models.join("titok"))),
         format!("pixel_decoder={}", json(models.join("vqgan"))),
         format!("data.path={}", json(shared().join("data/cifar10-jpg.tar.gz"))),
@@ -95,10 +98,8 @@ fn stage2_args(run: &Path, models: &Path) -> Vec<String> {
         "run.valid_every=6".into(),
         "run.log_every=1000".into(),
         "optim.warmup_steps=2".into(),
-    ] {
-        args.extend(["--set".into(), s]);
-    }
-    args
+    ];
+    cli("stage2", "cifar10-titok-tiny-stage2.json", run, sets)
 }
 
 /// Saves a random tiny two-stage TiTok (8x8 patches, the teacher's code grid) and its random
@@ -413,11 +414,8 @@ fn generator_fixture(dir: &Path, per_class: usize) -> (PathBuf, PathBuf) {
 }
 
 fn generator_args(run: &Path, data: &Path, tokenizer: &Path, cache: Option<&Path>) -> Vec<String> {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cifar10-maskgit.json");
-    let mut args = vec!["generator".to_string(), "--config".into(), config.display().to_string()];
-    args.extend(["--run".into(), run.display().to_string(), "--device".into(), "cpu".into()]);
     let json = |p: &Path| serde_json::to_string(p).unwrap();
-    for s in [
+    let sets = [
         format!("tokenizer={}", json(tokenizer)),
         format!("data.path={}", json(data)),
         "data.train_split=".into(),
@@ -436,10 +434,8 @@ fn generator_args(run: &Path, data: &Path, tokenizer: &Path, cache: Option<&Path
         "run.valid_every=4".into(),
         "run.log_every=1000".into(),
         "optim.warmup_steps=2".into(),
-    ] {
-        args.extend(["--set".into(), s]);
-    }
-    args
+    ];
+    cli("generator", "cifar10-maskgit.json", run, sets)
 }
 
 #[test]

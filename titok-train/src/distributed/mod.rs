@@ -41,13 +41,14 @@ pub(crate) trait Transport: Send + Sync {
     fn all_gather_u64(&self, value: u64) -> Vec<u64>;
     /// Rank 0's `buf` on every rank.
     fn broadcast_bytes(&self, buf: &mut [u8]);
-    /// Waits for every rank.
-    fn barrier(&self);
     /// Shuts the transport down (after the last collective).
     fn finish(&self);
     /// Ends every process of the job (`MPI_Abort`) with `code`.
     fn abort(&self, code: i32) -> !;
 }
+
+/// [`ProcessGroup::launcher`] of a process no launcher started.
+const NO_LAUNCHER: &str = "single process";
 
 /// The processes of one training job and this process's place in it.
 pub struct ProcessGroup {
@@ -79,7 +80,7 @@ impl std::fmt::Debug for ProcessGroup {
 impl ProcessGroup {
     /// A job of one process (no transport).
     pub fn single() -> Self {
-        Self { rank: 0, world_size: 1, local_rank: 0, local_size: 1, launcher: "single process", transport: None }
+        Self { rank: 0, world_size: 1, local_rank: 0, local_size: 1, launcher: NO_LAUNCHER, transport: None }
     }
 
     /// Whether this is rank 0, which writes checkpoints, exports and logs.
@@ -90,7 +91,7 @@ impl ProcessGroup {
     /// Whether a launcher (`mpirun`, `srun`) started this process, even as a job of one: its
     /// output is forwarded line by line (possibly through a pseudo-terminal), so no dashboard.
     pub fn is_launched(&self) -> bool {
-        self.launcher != ProcessGroup::single().launcher
+        self.launcher != NO_LAUNCHER
     }
 
     /// Whether the job has more than one process.
@@ -139,12 +140,10 @@ impl ProcessGroup {
     }
 
     /// Picks the gradient transport for training on `device` (a collective call: every rank,
-    /// after choosing its device) and names it: with the `nccl` feature and a CUDA device, the
-    /// ranks join one NCCL communicator and gradients are averaged on the GPUs; otherwise MPI
-    /// averages them through host memory.
-    ///
-    /// Every rank takes the same transport: NCCL only when all of them are on CUDA with
-    /// `libnccl` present, MPI when none is on CUDA.
+    /// after choosing its device) and names it. Every rank takes the same one: with the `nccl`
+    /// feature and every rank on CUDA with `libnccl` present, the ranks join one NCCL
+    /// communicator and gradients are averaged on the GPUs; with none on CUDA, MPI averages
+    /// them through host memory.
     ///
     /// # Errors
     /// [`TrainError::Distributed`] when some ranks are on CUDA and others are not (or lack
@@ -181,13 +180,6 @@ impl ProcessGroup {
         }
         let _ = device;
         Ok("MPI (through host memory)")
-    }
-
-    /// Waits until every rank arrives.
-    pub fn barrier(&self) {
-        if let Some(t) = &self.transport {
-            t.barrier();
-        }
     }
 
     /// Runs `f` on rank 0 first and on the other ranks after it succeeded (e.g. rank 0 builds a

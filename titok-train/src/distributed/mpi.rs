@@ -92,10 +92,6 @@ impl Transport for MpiTransport {
         self.with_world(|world| world.process_at_rank(0).broadcast_into(buf));
     }
 
-    fn barrier(&self) {
-        self.with_world(|world| world.barrier());
-    }
-
     fn abort(&self, code: i32) -> ! {
         self.with_world(|world| world.abort(code))
     }
