@@ -73,10 +73,11 @@ enum Mode {
     Stage1(Common),
     /// Single stage: TiTok trained straight to pixels (L2 + quantizer or KL).
     SingleStage(Common),
-    /// Stage 2: fine-tune the decoder and pixel decoder of a two-stage TiTok toward pixels with
-    /// L2 + perceptual + GAN (discriminator with hinge + LeCam); encoder, quantizer and latent
-    /// tokens frozen. Set `model.init` (a stage-1 TiTok HF folder) and `pixel_decoder` (its
-    /// MaskGIT-VQGAN). Defaults: the official stage-2 recipe, LPIPS as the perceptual term.
+    /// Stage 2: fine-tune the decoder side of a VQ TiTok toward pixels with L2 + perceptual +
+    /// GAN (discriminator with hinge + LeCam); encoder, quantizer and latent tokens frozen. Set
+    /// `model.init`: a stage-1 TiTok HF folder with `pixel_decoder` (its MaskGIT-VQGAN, whose
+    /// decoder is trained too), or a single-stage one. Defaults: the official stage-2 recipe,
+    /// LPIPS as the perceptual term.
     Stage2(Common),
     /// MaskGIT generator on the tokens of `tokenizer` (an HF folder): masked token modelling,
     /// class-conditional. Tokenizes the training split into `data.token_cache` first (default

@@ -4,6 +4,9 @@
 //!
 //! The shared data folder is `../shared` next to the project (override: `TITOK_SHARED_DIR`).
 
+mod common;
+use common::{scratch, shared};
+
 use std::collections::HashMap;
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
@@ -27,18 +30,12 @@ use titok_train::data::{
 const CIFAR_CLASSES: [&str; 10] =
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
-fn shared_dir() -> PathBuf {
-    std::env::var_os("TITOK_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
-
 fn cifar_path() -> PathBuf {
-    shared_dir().join("data/cifar10-jpg.tar.gz")
+    shared().join("data/cifar10-jpg.tar.gz")
 }
 
 fn imagenet_path() -> PathBuf {
-    shared_dir().join("data/imagenet-samples-256.tar")
+    shared().join("data/imagenet-samples-256.tar")
 }
 
 /// The CIFAR-10 test split, indexed once for all tests of this binary.
@@ -49,12 +46,6 @@ fn cifar_test() -> &'static TarImages {
 
 fn device() -> Device {
     titok_model::golden::test_device()
-}
-
-/// A fresh, empty scratch folder under cargo's per-target temporary directory (removed when
-/// the guard drops).
-fn scratch(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("data-{name}-")).tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
 
 fn solid(w: u32, h: u32, rgb: [u8; 3]) -> RgbImage {
@@ -748,7 +739,7 @@ fn resize_is_bit_exact_with_pillow() {
     }
     // Photos through the eval transform = torchvision Resize(S) + CenterCrop(S) on PIL
     // (china: 383 px wide, crop offset round(63.5) = 64, half to even).
-    let photos = shared_dir().join("photos");
+    let photos = shared().join("photos");
     for (file, size, resized, cropped) in [
         ("skimage_chelsea.png", 128, 0xce2b_0182_16f0_18a2_u64, 0xb246_ea27_c3e8_94f1_u64),
         ("sklearn_china.png", 256, 0x09b0_decf_0b20_1a08, 0x31b6_fee1_537a_2889),

@@ -9,6 +9,9 @@
 //! Run with `cargo test --release --workspace --features titok-train/mpi --test distributed`
 //! (`.ci/run` does, after installing Open MPI); the target requires the feature.
 
+mod common;
+use common::{scratch_run, shared};
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -22,12 +25,6 @@ use titok_model::checkpoint::{StorageDType, save_titok, save_vqgan};
 use titok_model::{MaskgitVqgan, QuantizeMode, Titok, TitokConfig, VitSize, VqganConfig};
 use titok_train::data::TarImages;
 
-fn shared() -> PathBuf {
-    std::env::var_os("TITOK_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
-
 fn config(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name)
 }
@@ -40,12 +37,6 @@ fn cli(mode: &str, config_name: &str, run: &Path, sets: impl IntoIterator<Item =
         args.extend(["--set".into(), s]);
     }
     args
-}
-
-fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new().prefix(&format!("titok-train-mpi-{name}-")).tempdir().unwrap();
-    let path = dir.path().join("run");
-    (dir, path)
 }
 
 /// Small single-stage runs on CIFAR-10: a global batch of 16 (8 per rank), checkpoints every 5 steps.
@@ -297,9 +288,9 @@ impl Job {
 
 #[test]
 fn two_ranks_keep_identical_replicas_equal_to_one_process_with_the_whole_batch() {
-    let (_g1, one) = scratch("one");
+    let (_g1, one) = scratch_run("one");
     run_ok(single(&one, 10, false), "one process");
-    let (_g2, two) = scratch("two");
+    let (_g2, two) = scratch_run("two");
     let log = run_ok(mpirun(2, &two, 10, false), "mpirun -n 2");
 
     // Both ranks logged the fingerprint of their replica at each checkpoint: the same one.
@@ -316,7 +307,7 @@ fn two_ranks_keep_identical_replicas_equal_to_one_process_with_the_whole_batch()
     eprintln!("2 ranks vs 1 process after 10 steps: max |difference| {diff:.3e} ({name})");
     assert!(diff < 1e-4, "2 ranks drifted from 1 process: {diff} at {name}");
     // ... and the comparison can fail: another seed gives other weights.
-    let (_g3, other) = scratch("other-seed");
+    let (_g3, other) = scratch_run("other-seed");
     let mut cmd = single(&other, 10, false);
     cmd.args(["--set", "run.seed=7"]);
     run_ok(cmd, "another seed");
@@ -326,10 +317,10 @@ fn two_ranks_keep_identical_replicas_equal_to_one_process_with_the_whole_batch()
 #[test]
 fn a_killed_rank_ends_the_job_and_the_run_resumes_with_any_number_of_ranks() {
     const STEPS: u64 = 30;
-    let (_g1, reference) = scratch("reference");
+    let (_g1, reference) = scratch_run("reference");
     run_ok(single(&reference, STEPS, false), "uninterrupted run");
 
-    let (_g2, run) = scratch("killed");
+    let (_g2, run) = scratch_run("killed");
     // Rank 1 killed: the launcher ends the job.
     let log = Job::start(mpirun(2, &run, STEPS, false)).kill_rank_after(1, &run, 5);
     let at = latest_step(&run).expect("a committed checkpoint");
@@ -355,14 +346,14 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_with_any_number_of_ranks() {
 
 #[test]
 fn stage2_ranks_share_the_discriminator_and_the_lecam_state() {
-    let (_g0, models) = scratch("stage1-models");
+    let (_g0, models) = scratch_run("stage1-models");
     std::fs::create_dir_all(&models).unwrap();
     save_stage1_models(&models);
-    let (_g1, one) = scratch("stage2-one");
+    let (_g1, one) = scratch_run("stage2-one");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_titok-train"));
     cmd.args(stage2_args(&one, &models));
     run_ok(cmd, "stage 2, one process");
-    let (_g2, two) = scratch("stage2-two");
+    let (_g2, two) = scratch_run("stage2-two");
     let log = run_ok(launcher(2, stage2_args(&two, &models)), "stage 2, mpirun -n 2");
     // The fingerprint covers every float parameter of the trainee: the decoder side, its EMA
     // copy, the discriminator and the LeCam EMA buffers (the GAN runs from step 2).
@@ -440,7 +431,7 @@ fn generator_args(run: &Path, data: &Path, tokenizer: &Path, cache: Option<&Path
 
 #[test]
 fn generator_ranks_share_one_token_cache_built_by_rank_0() {
-    let (_g, dir) = scratch("generator");
+    let (_g, dir) = scratch_run("generator");
     let (data, tokenizer) = generator_fixture(&dir, 6);
     let run = dir.join("run");
     let log = run_ok(launcher(2, generator_args(&run, &data, &tokenizer, None)), "generator, mpirun -n 2");

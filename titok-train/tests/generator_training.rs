@@ -7,6 +7,9 @@
 //! ids of each image and its mirror and is refused for another tokenizer; a run resumed from a
 //! mid-way checkpoint repeats the same steps (loss sequence and EMA weights).
 
+mod common;
+use common::{json, shared};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -23,12 +26,6 @@ const PER_CLASS_TRAIN: usize = 30;
 const PER_CLASS_TEST: usize = 4;
 const K: usize = 16;
 const CODEBOOK: usize = 256;
-
-fn shared() -> PathBuf {
-    std::env::var_os("TITOK_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
 
 fn example_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cifar10-maskgit.json")
@@ -75,8 +72,10 @@ fn data_initialised_tokenizer(seed: u64, images: Tensor<4>) -> Titok {
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        // Shared by every test of this binary (a static is never dropped): kept on disk.
-        let root = tempfile::Builder::new().prefix("titok-generator-training-").tempdir().unwrap().keep();
+        // Shared by every test of this binary. A static is never dropped, so the folder has a
+        // fixed name under cargo's per-target temporary directory, replaced by the next run.
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("generator-training-fixture");
+        let _ = std::fs::remove_dir_all(&root);
         let data = root.join("cifar10-small");
         let cifar = shared().join("data/cifar10-jpg.tar.gz");
         let mut class_names = Vec::new();
@@ -114,10 +113,6 @@ fn scratch(name: &str) -> PathBuf {
     let dir = fixture().root.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-fn json(path: &Path) -> String {
-    serde_json::to_string(path).unwrap()
 }
 
 /// The example config, shrunk: the tiny generator preset on the fixture's data and tokenizer.

@@ -4,8 +4,10 @@
 //! batcher (training and evaluation data) seeing the same pixels, and the notices and FID
 //! warnings it collects. Every file is generated here; nothing is read from `../shared`.
 
+mod common;
+use common::scratch;
+
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::Device;
@@ -73,13 +75,6 @@ fn stored_for(upright: &RgbImage, orientation: Orientation) -> RgbImage {
     let mut d = DynamicImage::ImageRgb8(upright.clone());
     d.apply_orientation(inverse);
     d.into_rgb8()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("metadata-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]
@@ -198,13 +193,14 @@ fn animations_give_their_first_frame_with_a_notice() {
 
 #[test]
 fn the_batcher_sees_oriented_converted_pixels_and_notes_them_once() {
-    let dir = scratch("batcher");
+    let guard = scratch("metadata-batcher");
+    let dir = guard.path();
     let upright = marked(40, 40);
     let stored = stored_for(&upright, Orientation::Rotate270);
     std::fs::write(dir.join("a_upright.png"), png_with(&upright, None, None)).unwrap();
     std::fs::write(dir.join("b_phone.png"), png_with(&stored, Some(exif_orientation(8)), None)).unwrap();
     std::fs::write(dir.join("c_lossy.jpg"), jpeg_with(&marked(40, 24), None, None)).unwrap();
-    let folder = ImageFolder::open(&dir).unwrap();
+    let folder = ImageFolder::open(dir).unwrap();
     let records = folder.list().records().to_vec();
     let batcher = ImageBatcher::new(Transform::eval(40));
     let device = Device::flex();
@@ -224,7 +220,6 @@ fn the_batcher_sees_oriented_converted_pixels_and_notes_them_once() {
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings[0].contains("1 of 3 samples are JPEG"), "{warnings:?}");
     assert!(warnings[1].contains("1 of 3 samples are not 40x40") && warnings[1].contains("40x24"), "{warnings:?}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

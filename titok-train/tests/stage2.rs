@@ -3,6 +3,8 @@
 //!   steps, the trained parts move, and the discriminator is trained only from `gan_start` on;
 //! - LPIPS and the GAN losses give finite, non-zero gradients to the decoder side and none to
 //!   the frozen parts, the loss networks or (for the generator loss) the discriminator;
+//! - single-stage VQ models (decoding to pixels) load without a pixel decoder and train their
+//!   decoder only, through the stage-2 runner and its exports;
 //! - end to end on CIFAR-10 (CPU, tiny configurations): a MaskGIT-VQGAN teacher, a short
 //!   stage 1, then stage 2; the stage-2 reconstructions of validation images have a lower LPIPS
 //!   than the stage-1 decode (argmax proxy codes decoded by the teacher) and than stage 2's own
@@ -14,12 +16,16 @@
 //!
 //! Data and weights come from `../shared` (`TITOK_SHARED_DIR` overrides).
 
+mod common;
+use common::{scratch, scratch_run, shared};
+
 use std::path::{Path, PathBuf};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Gradients, Tensor};
 use burn::train::TrainStep;
+use titok_model::checkpoint::{StorageDType, load_titok, save_titok};
 use titok_model::{QuantizeMode, Titok, TitokConfig, VitSize, VqganConfig};
 use titok_train::config::TrainConfig;
 use titok_train::data::{ImageBatch, ImageBatcher, Transform};
@@ -34,21 +40,8 @@ use titok_train::stages::vqgan::train_vqgan;
 use titok_train::train::optim::AdamWSettings;
 use titok_train::train::schedule::WarmupCosine;
 
-fn shared() -> PathBuf {
-    std::env::var_os("TITOK_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
-
 fn lpips_weights() -> PathBuf {
     shared().join("weights/lpips_alexnet.safetensors")
-}
-
-/// A path that does not exist yet, inside a fresh folder removed when the guard drops.
-fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new().prefix(&format!("titok-stage2-{name}-")).tempdir().unwrap();
-    let path = dir.path().join("run");
-    (dir, path)
 }
 
 /// The tiny teacher: f = 4 (`channel_mult [1, 2, 2]`), so 32 px images give 8x8 codes.
@@ -272,6 +265,61 @@ fn lpips_and_gan_losses_train_the_decoder_side_only() {
     assert_eq!(out.grads.len(), n_generator + n_disc + 2);
 }
 
+/// A single-stage VQ TiTok (its decoder outputs pixels) of the same size; the pixel-decoder
+/// numbers are unused (and read back as the official ones).
+fn tiny_single_stage() -> TitokConfig {
+    TitokConfig { is_legacy: false, pixel_vqgan: VqganConfig::official(), ..tiny_titok(false) }
+}
+
+#[test]
+fn single_stage_models_fine_tune_their_decoder_with_the_tokens_fixed() {
+    let device = Device::flex();
+    device.seed(11);
+    let dir = scratch("stage2-single-init");
+    let init = dir.path().join("init");
+    let model = Titok::new(&tiny_single_stage(), &device).unwrap();
+    save_titok(&model, &init, StorageDType::F32).unwrap();
+
+    // Loaded as it is, with no pixel decoder; a pixel decoder is refused.
+    let loaded = load_stage2_model(&init, None, &device).unwrap();
+    assert!(loaded.pixel_decoder.is_none() && loaded.pixel_quantize.is_none());
+    assert!(values(&loaded) == values(&model), "the single-stage weights load unchanged");
+    let err = load_stage2_model(&init, Some(&init), &device).unwrap_err().to_string();
+    assert!(err.contains("single-stage") && err.contains("pixel_decoder"), "{err}");
+
+    // A short stage-2 run on CIFAR-10 (GAN on from step 3): the exported EMA model has the
+    // init's encoder side bit for bit and a new decoder.
+    let (_guard, run) = scratch_run("single");
+    const STEPS: u64 = 6;
+    let sets = vec![
+        format!("model.init={}", serde_json::to_string(&init).unwrap()),
+        format!("data.path={}", serde_json::to_string(&shared().join("data/cifar10-jpg.tar.gz")).unwrap()),
+        "data.image_size=32".into(),
+        "data.valid_images=8".into(),
+        "data.num_workers=1".into(),
+        "run.batch_size=8".into(),
+        format!("run.total_steps={STEPS}"),
+        format!("run.checkpoint_every={STEPS}"),
+        format!("run.valid_every={STEPS}"),
+        "run.ema_decay=0".into(),
+        "optim.lr=1e-3".into(),
+        "optim.warmup_steps=0".into(),
+        format!("loss.perceptual_weights={}", serde_json::to_string(&lpips_weights()).unwrap()),
+        "loss.gan_start=3".into(),
+        "loss.discriminator_channels=32".into(),
+    ];
+    let config = TrainConfig::load_with_defaults(TrainConfig::stage2_recipe(), None, &sets).unwrap();
+    let trained = train_stage2(config, &run, std::slice::from_ref(&device)).unwrap();
+    let export = load_titok(&run.join(format!("checkpoints/step-{STEPS:07}")), &device).unwrap();
+    assert_eq!(export.config, tiny_single_stage());
+    assert!(values(&export) == values(&trained), "the export is the returned EMA model");
+    assert!(values(&export.encoder) == values(&model.encoder), "encoder changed");
+    assert!(values(&export.quantize) == values(&model.quantize), "codebook changed");
+    assert!(values(&export.latent_tokens) == values(&model.latent_tokens), "latent tokens changed");
+    assert!(values(&export.decoder) != values(&model.decoder), "the decoder did not train");
+    assert!(run.join(format!("samples/recon-{STEPS:07}.png")).is_file());
+}
+
 /// Mean LPIPS (AlexNet, at 64 px) and PSNR of reconstructions against images.
 fn lpips_psnr(lpips: &Lpips, recon: Tensor<4>, images: Tensor<4>) -> (f64, f64) {
     let recon = recon.clamp(0.0, 1.0);
@@ -303,7 +351,7 @@ fn stage_two_lowers_the_lpips_of_the_stage_one_decode_on_cifar10() {
     const S2_STEPS: u64 = 120;
 
     // The MaskGIT-VQGAN teacher.
-    let (_vq_run_guard, vq_run) = scratch("vqgan");
+    let (_vq_run_guard, vq_run) = scratch_run("vqgan");
     let config = TrainConfig::load(Some(&configs.join("cifar10-vqgan-tiny.json")), &sets(VQ_STEPS, 16)).unwrap();
     assert_eq!(config.model.vqgan.as_ref(), Some(&tiny_vqgan()));
     let teacher = train_vqgan(config, &vq_run, std::slice::from_ref(&device)).unwrap();
@@ -314,7 +362,7 @@ fn stage_two_lowers_the_lpips_of_the_stage_one_decode_on_cifar10() {
     // pull the barely image-dependent encoder outputs onto shared codes) and the decoder learns
     // only the marginal code distribution; without them and at 1e-3 the tokens and the decoded
     // codes depend on the image after ~400 steps.
-    let (_s1_run_guard, s1_run) = scratch("stage1");
+    let (_s1_run_guard, s1_run) = scratch_run("stage1");
     let mut s = sets(S1_STEPS, 16);
     s.push(format!("teacher={}", serde_json::to_string(&teacher_dir).unwrap()));
     s.push("optim.lr=1e-3".into());
@@ -325,7 +373,7 @@ fn stage_two_lowers_the_lpips_of_the_stage_one_decode_on_cifar10() {
     let stage1_dir = s1_run.join(format!("checkpoints/step-{S1_STEPS:07}"));
 
     // Stage 2 from the exported stage-1 weights and the teacher's decoder.
-    let (_s2_run_guard, s2_run) = scratch("stage2");
+    let (_s2_run_guard, s2_run) = scratch_run("stage2");
     let mut s = sets(S2_STEPS, 16);
     s.push(format!("model.init={}", serde_json::to_string(&stage1_dir).unwrap()));
     s.push(format!("pixel_decoder={}", serde_json::to_string(&teacher_dir).unwrap()));

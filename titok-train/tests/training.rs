@@ -3,27 +3,17 @@
 //! loss and raise the PSNR against their first steps; a run killed with SIGKILL mid-way and
 //! resumed ends bit-identical to an uninterrupted run of the same length.
 
+mod common;
+use common::{scratch_run, shared};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use burn::store::burn_pack::Reader;
 
-fn shared() -> PathBuf {
-    std::env::var_os("TITOK_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
-}
-
 fn config(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name)
-}
-
-/// A path that does not exist yet, inside a fresh folder removed when the guard drops.
-fn scratch(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new().prefix(&format!("titok-train-e2e-{name}-")).tempdir().unwrap();
-    let path = dir.path().join("run");
-    (dir, path)
 }
 
 /// Settings shared by every run here: small, fast, on the CPU, with data from `../shared`.
@@ -92,7 +82,7 @@ fn first_last(run: &Path, metric: &str, n: usize) -> (f64, f64) {
 #[test]
 fn vqgan_stage1_and_single_stage_learn_on_cifar10() {
     // 2D MaskGIT-VQGAN teacher.
-    let (_vq_guard, vq) = scratch("vqgan");
+    let (_vq_guard, vq) = scratch_run("vqgan");
     run_ok("vqgan", &config("cifar10-vqgan-tiny.json"), &vq, &common_sets(120));
     let (l0, l1) = first_last(&vq, "Loss", 8);
     let (e0, e1) = first_last(&vq, "L2", 8);
@@ -105,7 +95,7 @@ fn vqgan_stage1_and_single_stage_learn_on_cifar10() {
     assert!(teacher.join("model.safetensors").is_file() && teacher.join("config.json").is_file());
 
     // Stage 1: proxy codes of that teacher.
-    let (_s1_guard, s1) = scratch("stage1");
+    let (_s1_guard, s1) = scratch_run("stage1");
     let mut sets = common_sets(120);
     sets.push(format!("teacher={}", serde_json::to_string(&teacher).unwrap()));
     run_ok("stage1", &config("cifar10-titok-tiny-stage1.json"), &s1, &sets);
@@ -114,7 +104,7 @@ fn vqgan_stage1_and_single_stage_learn_on_cifar10() {
     assert!(c1 < c0 - 0.5, "stage-1 cross-entropy {c0} -> {c1}");
 
     // Single stage: straight to pixels.
-    let (_ss_guard, ss) = scratch("single");
+    let (_ss_guard, ss) = scratch_run("single");
     run_ok("single-stage", &config("cifar10-titok-tiny.json"), &ss, &common_sets(120));
     let (l0, l1) = first_last(&ss, "Loss", 8);
     let (p0, p1) = first_last(&ss, "PSNR_dB", 8);
@@ -171,10 +161,10 @@ fn killed_run_resumes_bit_identically() {
     let mut sets = common_sets(40);
     sets.extend(["run.checkpoint_every=10".to_string(), "run.valid_every=20".to_string()]);
 
-    let (_a_guard, a) = scratch("uninterrupted");
+    let (_a_guard, a) = scratch_run("uninterrupted");
     run_ok("single-stage", &cfg, &a, &sets);
 
-    let (_b_guard, b) = scratch("killed");
+    let (_b_guard, b) = scratch_run("killed");
     let mut child = command("single-stage", &cfg, &b, &sets)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -229,7 +219,7 @@ fn killed_run_resumes_bit_identically() {
 #[test]
 fn bad_training_input_gives_clear_errors() {
     let cfg = config("cifar10-titok-tiny.json");
-    let (_dir_guard, dir) = scratch("bad-input");
+    let (_dir_guard, dir) = scratch_run("bad-input");
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     std::fs::create_dir_all(dir.join("text/a")).unwrap();
     std::fs::write(dir.join("text/a/notes.txt"), "not an image").unwrap();
@@ -273,9 +263,9 @@ fn bad_training_input_gives_clear_errors() {
 fn data_parallel_steps_match_single_device() {
     let cfg = config("cifar10-titok-tiny.json");
     let sets = common_sets(6);
-    let (_one_guard, one) = scratch("dp-one");
+    let (_one_guard, one) = scratch_run("dp-one");
     run_ok("single-stage", &cfg, &one, &sets);
-    let (_two_guard, two) = scratch("dp-two");
+    let (_two_guard, two) = scratch_run("dp-two");
     let out =
         command("single-stage", &cfg, &two, &sets).args(["--devices", "cpu,cpu", "--threads", "1"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -1,7 +1,12 @@
-//! Stage 2 of two-stage TiTok: the encoder, quantizer and latent tokens of a stage-1 model are
-//! frozen, and the decoder, the MaskGIT-VQGAN pixel decoder and its codebook (`pixel_quantize`,
-//! looked up softly) are fine-tuned toward pixels with L2 + perceptual + adversarial losses; a
-//! discriminator is trained alongside with the hinge loss and LeCam.
+//! Stage 2, decoder fine-tuning: the encoder, quantizer and latent tokens of a VQ TiTok are
+//! frozen and its decoder side is fine-tuned toward pixels with L2 + perceptual + adversarial
+//! losses; a discriminator is trained alongside with the hinge loss and LeCam.
+//!
+//! - **Two-stage** models (stage 1 on proxy codes): the decoder, the MaskGIT-VQGAN pixel decoder
+//!   and its codebook (`pixel_quantize`, looked up softly) are trained.
+//! - **Single-stage** VQ models (already decoding to pixels): the decoder is trained, as the
+//!   official decoder fine-tuning does with the tokens fixed (`finetune_decoder` freezes the
+//!   same parts); this is the "single stage + stage 2" recipe.
 //!
 //! Source: `configs/training/TiTok/stage2/*.yaml`, `modeling/titok.py` (`finetune_decoder`),
 //! `modeling/modules/losses.py::ReconstructionLoss_Stage2`, `utils/train_utils.py`
@@ -23,7 +28,7 @@ use titok_model::checkpoint::{
     HfConfig, StorageDType, WEIGHTS_FILE, load_safetensors, load_vqgan, read_safetensors_header, save_titok,
     vqgan_config,
 };
-use titok_model::{MaskgitVqgan, QuantizeMode, Titok, TitokConfig, VqganConfig};
+use titok_model::{MaskgitVqgan, Titok, TitokConfig, VqganConfig};
 
 use super::runner::{Launch, MetricSpec, launch, open_data, spread, train_loader, valid_loader};
 use crate::config::TrainConfig;
@@ -42,8 +47,9 @@ use crate::train::strategy::StepHook;
 use crate::train::trainee::{Trainee, optimize};
 use crate::train::two_sides::with_discriminator_groups;
 
-/// The module burn-train trains in stage 2: the two-stage TiTok model (with its pixel decoder),
-/// its EMA copy, and the pixel loss (frozen LPIPS, discriminator, LeCam EMA, GAN clock).
+/// The module burn-train trains in stage 2: the VQ TiTok model (two-stage with its pixel
+/// decoder, or single-stage), its EMA copy, and the pixel loss (frozen LPIPS, discriminator,
+/// LeCam EMA, GAN clock).
 #[derive(Module, Debug)]
 pub struct Stage2Trainee {
     /// The model; encoder, quantizer and latent tokens do not require gradients.
@@ -74,15 +80,19 @@ pub fn freeze_encoder(mut model: Titok) -> Titok {
 }
 
 impl Stage2Trainee {
-    /// Wraps a stage-2 model (two-stage, `finetune_decoder`, with pixel decoder and codebook):
-    /// freezes its encoder side and starts the EMA as a copy.
+    /// Wraps a stage-2 model (a two-stage VQ TiTok with `finetune_decoder`, its pixel decoder
+    /// and codebook; or a single-stage VQ TiTok): freezes its encoder side and starts the EMA as
+    /// a copy.
     ///
     /// # Errors
-    /// [`TrainError::Config`] when `model` has no pixel decoder.
+    /// [`TrainError::Config`] for a VAE model, or a two-stage model without its pixel decoder.
     pub fn new(model: Titok, loss: PixelLoss, ema_max_decay: f64, grad_clip: f64) -> Result<Self, TrainError> {
-        if model.pixel_decoder.is_none() || model.pixel_quantize.is_none() || model.quantize.is_none() {
+        if model.quantize.is_none() {
+            return Err(TrainError::Config("stage 2 fine-tunes VQ tokenizers; this one is a VAE".into()));
+        }
+        if model.config.is_legacy && (model.pixel_decoder.is_none() || model.pixel_quantize.is_none()) {
             return Err(TrainError::Config(
-                "stage 2 needs a two-stage VQ TiTok with its MaskGIT-VQGAN pixel decoder and codebook".into(),
+                "stage 2 of a two-stage TiTok needs its MaskGIT-VQGAN pixel decoder and codebook".into(),
             ));
         }
         let device = model.latent_tokens.device();
@@ -119,8 +129,9 @@ impl Stage2Trainee {
     }
 }
 
-/// One EMA step of the trained parts (decoder, pixel decoder, pixel codebook) with the official
-/// decay schedule; the frozen parts of `ema` stay the copies they are.
+/// One EMA step of the trained parts (decoder, and a two-stage model's pixel decoder and pixel
+/// codebook) with the official decay schedule; the frozen parts of `ema` stay the copies they
+/// are.
 fn ema_step_trained(mut ema: Titok, model: &Titok, updates: &mut Param<Tensor<1>>, max_decay: f64) -> Titok {
     let t = updates.val().into_scalar::<f64>() as u64;
     let decay = if max_decay > 0.0 { ema_decay(t, max_decay) } else { 0.0 };
@@ -207,16 +218,19 @@ fn attach_pixel_decoder(mut model: Titok, vqgan: MaskgitVqgan, config: VqganConf
     model
 }
 
-/// Loads the model stage 2 starts from: `init` is a TiTok HF folder (ours or official) of a
-/// two-stage model. A stage-1 checkpoint has no `pixel_*` weights: it is loaded strictly as a
-/// stage-1 model (every one of its tensors, nothing missing but the `pixel_*` ones) and the
-/// MaskGIT-VQGAN at `pixel_decoder` supplies `pixel_decoder` + `pixel_quantize` (its encoder is
-/// dropped), as the official `create_model_and_loss_module` does. A checkpoint that already has
-/// `pixel_*` weights keeps them unless `pixel_decoder` is given, whose weights then replace them.
+/// Loads the model stage 2 starts from: `init` is a TiTok HF folder (ours or official) of a VQ
+/// model. A single-stage model is loaded strictly as it is (it has no pixel decoder, and
+/// `pixel_decoder` must not be given). A two-stage stage-1 checkpoint has no `pixel_*` weights:
+/// it is loaded strictly as a stage-1 model (every one of its tensors, nothing missing but the
+/// `pixel_*` ones) and the MaskGIT-VQGAN at `pixel_decoder` supplies `pixel_decoder` +
+/// `pixel_quantize` (its encoder is dropped), as the official `create_model_and_loss_module`
+/// does. A checkpoint that already has `pixel_*` weights keeps them unless `pixel_decoder` is
+/// given, whose weights then replace them.
 ///
 /// # Errors
-/// [`TrainError::Config`] for a single-stage or VAE model, a stage-1 checkpoint without
-/// `pixel_decoder`, or a VQGAN whose codebook does not match the proxy-code head;
+/// [`TrainError::Config`] for a VAE model, a single-stage model with `pixel_decoder`, a stage-1
+/// checkpoint without `pixel_decoder`, or a VQGAN whose codebook does not match the proxy-code
+/// head;
 /// [`TrainError::Model`] for unreadable or mismatched files.
 pub fn load_stage2_model(init: &Path, pixel_decoder: Option<&Path>, device: &Device) -> Result<Titok, TrainError> {
     if !init.is_dir() {
@@ -225,18 +239,28 @@ pub fn load_stage2_model(init: &Path, pixel_decoder: Option<&Path>, device: &Dev
             init.display()
         )));
     }
+    let weights = init.join(WEIGHTS_FILE);
+    // The kind first, from the raw keys: a two-stage config.json may only validate with its
+    // pixel decoder (`read_init_config`).
+    let hf = HfConfig::from_dir(init)?;
+    if hf.str_or("model.vq_model.quantize_mode", "vq")? != "vq" {
+        return Err(TrainError::Config(format!("{} is a VAE tokenizer; stage 2 fine-tunes VQ models", init.display())));
+    }
+    if !hf.bool_or("model.vq_model.is_legacy", true)? {
+        if let Some(p) = pixel_decoder {
+            return Err(TrainError::Config(format!(
+                "{} is a single-stage tokenizer (it decodes to pixels): remove `pixel_decoder` ({})",
+                init.display(),
+                p.display()
+            )));
+        }
+        return Ok(load_safetensors(Titok::new(&hf.titok()?, device)?, &weights, &TITOK)?);
+    }
     let vqgan = match pixel_decoder {
         Some(p) => Some((load_vqgan(p, device)?, pixel_vqgan_config(p)?)),
         None => None,
     };
     let mut config = read_init_config(init, vqgan.as_ref().map(|(_, c)| c))?;
-    if !config.is_legacy || config.quantize_mode != QuantizeMode::Vq {
-        return Err(TrainError::Config(format!(
-            "{} is a single-stage or VAE tokenizer; stage 2 fine-tunes two-stage (is_legacy, VQ) models",
-            init.display()
-        )));
-    }
-    let weights = init.join(WEIGHTS_FILE);
     let header = read_safetensors_header(&weights)?;
     let has_pixel = header.keys().any(|k| k.starts_with("pixel_"));
     if let (Some(head), Some((_, vc))) = (header.get("decoder.ffn.2.weight"), &vqgan)
@@ -293,9 +317,9 @@ fn read_init_config(init: &Path, pixel: Option<&VqganConfig>) -> Result<TitokCon
 }
 
 /// Runs stage 2 as configured in the run folder, resuming when it holds a checkpoint:
-/// `model.init` (a stage-1 or stage-2 TiTok HF folder) with `pixel_decoder` (a MaskGIT-VQGAN)
-/// as in [`load_stage2_model`]; the loss from `loss.*` (`l2_weight`, `perceptual_weight`,
-/// `gan_weight` from `gan_start`, `lecam_weight`); AdamW, warm-up + cosine and clipping from
+/// `model.init` (a single-stage VQ TiTok HF folder, or a stage-1 or stage-2 one with
+/// `pixel_decoder`, a MaskGIT-VQGAN) as in [`load_stage2_model`]; the loss from `loss.*`
+/// (`l2_weight`, `perceptual_weight`, `gan_weight` from `gan_start`, `lecam_weight`); AdamW, warm-up + cosine and clipping from
 /// `optim.*` for both sides. Writes the EMA weights as an official HF folder at every checkpoint
 /// and a PNG grid (inputs above, EMA reconstructions below) at every validation. The first of
 /// `devices` is the main one; the others split each batch (data parallel).
@@ -305,11 +329,9 @@ fn read_init_config(init: &Path, pixel: Option<&VqganConfig>) -> Result<TitokCon
 pub fn train_stage2(config: TrainConfig, run_dir: &Path, devices: &[Device]) -> Result<Titok, TrainError> {
     let device = devices.first().ok_or_else(|| TrainError::Config("no training device".into()))?;
     config.validate_run()?;
-    let init = config
-        .model
-        .init
-        .as_deref()
-        .ok_or_else(|| TrainError::Config("stage 2 needs `model.init`: a stage-1 TiTok HF folder".into()))?;
+    let init = config.model.init.as_deref().ok_or_else(|| {
+        TrainError::Config("stage 2 needs `model.init`: a stage-1 or single-stage TiTok HF folder".into())
+    })?;
     let run = RunDir::create(run_dir)?;
     let (train, valid) = open_data(&config)?;
     device.seed(config.run.seed);
@@ -373,7 +395,7 @@ fn check_model_fits(config: &TrainConfig, model: &Titok) -> Result<(), TrainErro
     }
     if config.model.titok.is_some() || config.model.preset.is_some() {
         let mut wanted = config.titok()?;
-        wanted.finetune_decoder = true;
+        wanted.finetune_decoder = m.finetune_decoder;
         wanted.pixel_vqgan = m.pixel_vqgan.clone();
         if &wanted != m {
             return Err(TrainError::Config(format!(
