@@ -67,6 +67,10 @@ impl Adaptor<StepTerms> for StepTerms {
 }
 
 /// A numeric metric that follows one named term of [`StepTerms`].
+///
+/// Until a step of the current interval carries the term it has no value, so renderers leave it
+/// out instead of showing NaN: the discriminator's terms before `loss.gan_start` and in
+/// validation (which runs no discriminator).
 #[derive(Clone)]
 pub struct TermMetric {
     key: &'static str,
@@ -74,6 +78,7 @@ pub struct TermMetric {
     higher_is_better: bool,
     precision: usize,
     state: NumericMetricState,
+    seen: bool,
 }
 
 impl TermMetric {
@@ -86,6 +91,7 @@ impl TermMetric {
             higher_is_better,
             precision: 4,
             state: NumericMetricState::default(),
+            seen: false,
         }
     }
 
@@ -110,6 +116,7 @@ impl Metric for TermMetric {
     fn update(&mut self, item: &StepTerms, _metadata: &MetricMetadata) -> Result<SerializedEntry, TensorReadError> {
         if let Some(v) = item.get(self.key) {
             self.state.update(v, item.batch_size.max(1));
+            self.seen = true;
         }
         Ok(self.state.compute_update(FormatOptions::new(self.name()).precision(self.precision)))
     }
@@ -119,16 +126,17 @@ impl Metric for TermMetric {
     }
 
     fn clear(&mut self) {
-        self.state.reset()
+        self.state.reset();
+        self.seen = false;
     }
 }
 
 impl Numeric for TermMetric {
     fn value(&self) -> Option<NumericEntry> {
-        Some(self.state.current_value())
+        self.seen.then(|| self.state.current_value())
     }
     fn running_value(&self) -> Option<NumericEntry> {
-        Some(self.state.running_value())
+        self.seen.then(|| self.state.running_value())
     }
     fn final_value(&self) -> NumericEntry {
         self.state.final_value()
@@ -188,5 +196,34 @@ impl Numeric for ImagesPerSecond {
     }
     fn final_value(&self) -> NumericEntry {
         self.state.final_value()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::data::dataloader::Progress;
+
+    use super::*;
+
+    fn metadata() -> MetricMetadata {
+        MetricMetadata {
+            progress: Progress { items_processed: 1, items_total: 1, unit: None },
+            iteration: Some(1),
+            lr: None,
+        }
+    }
+
+    #[test]
+    fn a_term_no_step_carried_has_no_value_until_one_does() {
+        let mut gan = TermMetric::new("gan", "GAN", false);
+        let before = StepTerms::new(4).with("loss", 1.0);
+        gan.update(&before, &metadata()).unwrap();
+        assert!(gan.value().is_none() && gan.running_value().is_none(), "no NaN for a term not yet reported");
+        gan.update(&StepTerms::new(4).with("loss", 1.0).with("gan", 0.5), &metadata()).unwrap();
+        gan.update(&StepTerms::new(4).with("gan", 1.5), &metadata()).unwrap();
+        assert_eq!(gan.value().unwrap().current(), 1.5);
+        assert_eq!(gan.running_value().unwrap().current(), 1.0, "mean over the steps that carried it");
+        gan.clear();
+        assert!(gan.value().is_none(), "a new interval starts empty");
     }
 }

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::time::Instant;
 
 use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
-use burn::train::metric::{MetricDefinition, MetricId};
+use burn::train::metric::{MetricDefinition, MetricId, NumericEntry};
 use burn::train::renderer::{
     EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining,
 };
@@ -52,8 +52,12 @@ impl LogRenderer {
         Self { quiet: true, ..Self::new(1, 1, 0) }
     }
 
+    /// Keeps the latest value of a numeric metric. A NaN final value (the mean of no steps: a
+    /// term that no step of the split carried, see [`super::metrics::TermMetric`]) is left out;
+    /// a NaN that steps reported still shows through their running values.
     fn record(&mut self, state: MetricState, valid: bool) {
         if let MetricState::Numeric(entry, Some(value)) = state
+            && !matches!(value, NumericEntry::Final(v) if v.is_nan())
             && let Some(name) = self.names.get(&entry.metric_id)
         {
             let target = if valid { &mut self.valid } else { &mut self.train };
@@ -183,5 +187,36 @@ impl MetricsRenderer for LogRenderer {
 
     fn register_metric(&mut self, definition: MetricDefinition) {
         self.names.insert(definition.metric_id.clone(), definition.name.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use burn::train::metric::{MetricEntry, SerializedEntry};
+
+    use super::*;
+    use crate::train::metrics::TermMetric;
+
+    fn numeric(id: &MetricId, value: NumericEntry) -> MetricState {
+        MetricState::Numeric(
+            MetricEntry::new(id.clone(), SerializedEntry::new(String::new(), String::new())),
+            Some(value),
+        )
+    }
+
+    #[test]
+    fn final_nans_of_unreported_terms_are_left_out_and_reported_nans_show() {
+        let mut r = LogRenderer::silent();
+        let (gan, loss) = (MetricId::new(Arc::new("gan".into())), MetricId::new(Arc::new("loss".into())));
+        r.register_metric(MetricDefinition::new(gan.clone(), &TermMetric::new("gan", "GAN", false)));
+        r.register_metric(MetricDefinition::new(loss.clone(), &TermMetric::new("loss", "Loss", false)));
+        r.update_valid(numeric(&gan, NumericEntry::Final(f64::NAN)));
+        r.update_valid(numeric(&loss, NumericEntry::Value(f64::NAN)));
+        r.update_valid(numeric(&loss, NumericEntry::Final(f64::NAN)));
+        assert_eq!(LogRenderer::line(&r.valid), "Loss NaN");
+        r.update_valid(numeric(&gan, NumericEntry::Final(0.25)));
+        assert_eq!(LogRenderer::line(&r.valid), "GAN 0.2500 | Loss NaN");
     }
 }
