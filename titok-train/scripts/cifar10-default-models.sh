@@ -7,7 +7,9 @@
 #
 #   RANKS=2 ...   trains with `mpirun -n 2` (single-threaded ranks; 1.3-1.5x the images per
 #                 second of one process on 2 cores; needs Open MPI, see the book's
-#                 *Distributed training* chapter). Default 1: one process.
+#                 *Distributed training* chapter; as root Open MPI also wants
+#                 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1). Default 1: one
+#                 process.
 #
 # Steps (the recipe "single stage + stage 2"; the model cards give the reasons and the curves):
 #   1. tokenizer, single stage: L2 + 0.1 LPIPS + quantizer + unused-code anchor, 12,000 steps
@@ -24,12 +26,17 @@ RANKS=${RANKS:-1}
 DATA=../shared/data/cifar10-jpg.tar.gz
 mkdir -p "$RUNS"
 T=target/release
+# The trainer runs from a copy: builds made while it trains (e.g. without the mpi feature)
+# replace target/release/titok-train.
+mkdir -p "$RUNS/bin"
 if [ "$RANKS" -gt 1 ]; then
     cargo build --release --workspace --bins --examples --features titok-train/mpi
-    TRAIN=(mpirun -n "$RANKS" "$T/titok-train")
+    cp "$T/titok-train" "$RUNS/bin/titok-train"
+    TRAIN=(mpirun -n "$RANKS" "$RUNS/bin/titok-train")
 else
     cargo build --release --workspace --bins --examples
-    TRAIN=("$T/titok-train")
+    cp "$T/titok-train" "$RUNS/bin/titok-train"
+    TRAIN=("$RUNS/bin/titok-train")
 fi
 
 resume() { [ -f "$1/latest.json" ] && echo --resume || true; }
