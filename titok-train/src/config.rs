@@ -241,8 +241,9 @@ pub struct TrainConfig {
     pub model: ModelSpec,
     /// Stage 1: the MaskGIT-VQGAN teacher (HF folder, or the official `.bin`).
     pub teacher: Option<PathBuf>,
-    /// Stage 2: the MaskGIT-VQGAN (folder or `.bin`) whose decoder and codebook become the
-    /// model's `pixel_decoder` and `pixel_quantize`.
+    /// Stage 2 of a two-stage model: the MaskGIT-VQGAN (folder or `.bin`) whose decoder and
+    /// codebook become the model's `pixel_decoder` and `pixel_quantize`. Refused for a
+    /// single-stage `model.init`, which decodes to pixels itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pixel_decoder: Option<PathBuf>,
     /// Data.

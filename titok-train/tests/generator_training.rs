@@ -69,13 +69,33 @@ fn data_initialised_tokenizer(seed: u64, images: Tensor<4>) -> Titok {
     model
 }
 
+const FIXTURE_PREFIX: &str = "generator-training-fixture-";
+
+/// Removes the fixture folders of processes that no longer run (Linux's `/proc` tells; without
+/// it nothing is removed).
+fn remove_fixtures_of_ended_processes(tmp: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix(FIXTURE_PREFIX).and_then(|p| p.parse::<u32>().ok())
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        // Shared by every test of this binary. A static is never dropped, so the folder has a
-        // fixed name under cargo's per-target temporary directory, replaced by the next run.
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("generator-training-fixture");
-        let _ = std::fs::remove_dir_all(&root);
+        // Shared by every test of this process. A static is never dropped, so the folder is
+        // named after the process under cargo's per-target temporary directory, and the
+        // folders of processes that have ended are removed here.
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        remove_fixtures_of_ended_processes(tmp);
+        let root = tmp.join(format!("{FIXTURE_PREFIX}{}", std::process::id()));
         let data = root.join("cifar10-small");
         let cifar = shared().join("data/cifar10-jpg.tar.gz");
         let mut class_names = Vec::new();

@@ -287,8 +287,26 @@ fn single_stage_models_fine_tune_their_decoder_with_the_tokens_fixed() {
     let err = load_stage2_model(&init, Some(&init), &device).unwrap_err().to_string();
     assert!(err.contains("single-stage") && err.contains("pixel_decoder"), "{err}");
 
+    // Training steps (GAN from step 1): the model's encoder side stays bit-identical, its
+    // decoder moves, the discriminator trains from step 1.
+    let ad = device.clone().autodiff();
+    let mut t =
+        Stage2Trainee::new(loaded, pixel_loss(1.0, 0.1, 0.1, 1, &device), 0.999, 1.0).unwrap().train().fork(&ad);
+    let mut optim = stage2_optimizer(&t, AdamWSettings::default());
+    let frozen =
+        |t: &Stage2Trainee| (values(&t.model.encoder), values(&t.model.quantize), values(&t.model.latent_tokens));
+    let (frozen0, decoder0) = (frozen(&t), values(&t.model.decoder));
+    for step in 0..3 {
+        let out = TrainStep::step(&t, batch(&ad));
+        assert_eq!(out.item.get("d_hinge").is_some(), step >= 1, "discriminator loss at step {step}");
+        t = t.optimize(&mut optim, 1e-3.into(), out.grads);
+    }
+    assert!(frozen(&t) == frozen0, "encoder, quantizer or latent tokens changed");
+    assert!(values(&t.model.decoder) != decoder0, "the decoder did not train");
+
     // A short stage-2 run on CIFAR-10 (GAN on from step 3): the exported EMA model has the
-    // init's encoder side bit for bit and a new decoder.
+    // init's encoder side bit for bit and a new decoder; the discriminator's loss is logged
+    // for steps 4-6 only.
     let (_guard, run) = scratch_run("single");
     const STEPS: u64 = 6;
     let sets = vec![
@@ -318,6 +336,11 @@ fn single_stage_models_fine_tune_their_decoder_with_the_tokens_fixed() {
     assert!(values(&export.latent_tokens) == values(&model.latent_tokens), "latent tokens changed");
     assert!(values(&export.decoder) != values(&model.decoder), "the decoder did not train");
     assert!(run.join(format!("samples/recon-{STEPS:07}.png")).is_file());
+    let hinge = std::fs::read_to_string(run.join("train/epoch-1/Discriminator_hinge.log")).unwrap();
+    let finite: Vec<bool> =
+        hinge.lines().map(|l| l.split(',').next().unwrap().parse::<f64>().unwrap().is_finite()).collect();
+    // One line per step, then the interval's mean.
+    assert_eq!(finite, [false, false, false, true, true, true, true], "discriminator loss per step:\n{hinge}");
 }
 
 /// Mean LPIPS (AlexNet, at 64 px) and PSNR of reconstructions against images.

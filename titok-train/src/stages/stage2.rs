@@ -6,7 +6,8 @@
 //!   and its codebook (`pixel_quantize`, looked up softly) are trained.
 //! - **Single-stage** VQ models (already decoding to pixels): the decoder is trained, as the
 //!   official decoder fine-tuning does with the tokens fixed (`finetune_decoder` freezes the
-//!   same parts); this is the "single stage + stage 2" recipe.
+//!   same parts); this is the "single stage + stage 2" recipe of the next default CIFAR-10
+//!   tokenizer (`configs/cifar10-titok-s32-stage2.json`).
 //!
 //! Source: `configs/training/TiTok/stage2/*.yaml`, `modeling/titok.py` (`finetune_decoder`),
 //! `modeling/modules/losses.py::ReconstructionLoss_Stage2`, `utils/train_utils.py`
@@ -243,7 +244,7 @@ pub fn load_stage2_model(init: &Path, pixel_decoder: Option<&Path>, device: &Dev
     // The kind first, from the raw keys: a two-stage config.json may only validate with its
     // pixel decoder (`read_init_config`).
     let hf = HfConfig::from_dir(init)?;
-    if hf.str_or("model.vq_model.quantize_mode", "vq")? != "vq" {
+    if hf.str_or("model.vq_model.quantize_mode", "vq")? == "vae" {
         return Err(TrainError::Config(format!("{} is a VAE tokenizer; stage 2 fine-tunes VQ models", init.display())));
     }
     if !hf.bool_or("model.vq_model.is_legacy", true)? {
@@ -319,10 +320,11 @@ fn read_init_config(init: &Path, pixel: Option<&VqganConfig>) -> Result<TitokCon
 /// Runs stage 2 as configured in the run folder, resuming when it holds a checkpoint:
 /// `model.init` (a single-stage VQ TiTok HF folder, or a stage-1 or stage-2 one with
 /// `pixel_decoder`, a MaskGIT-VQGAN) as in [`load_stage2_model`]; the loss from `loss.*`
-/// (`l2_weight`, `perceptual_weight`, `gan_weight` from `gan_start`, `lecam_weight`); AdamW, warm-up + cosine and clipping from
-/// `optim.*` for both sides. Writes the EMA weights as an official HF folder at every checkpoint
-/// and a PNG grid (inputs above, EMA reconstructions below) at every validation. The first of
-/// `devices` is the main one; the others split each batch (data parallel).
+/// (`l2_weight`, `perceptual_weight`, `gan_weight` from `gan_start`, `lecam_weight`); AdamW,
+/// warm-up + cosine and clipping from `optim.*` for both sides. Writes the EMA weights as an
+/// official HF folder at every checkpoint and a PNG grid (inputs above, EMA reconstructions
+/// below) at every validation. The first of `devices` is the main one; the others split each
+/// batch (data parallel).
 ///
 /// # Errors
 /// [`TrainError`] for configurations, data, checkpoints and failed runs.
@@ -330,7 +332,7 @@ pub fn train_stage2(config: TrainConfig, run_dir: &Path, devices: &[Device]) -> 
     let device = devices.first().ok_or_else(|| TrainError::Config("no training device".into()))?;
     config.validate_run()?;
     let init = config.model.init.as_deref().ok_or_else(|| {
-        TrainError::Config("stage 2 needs `model.init`: a stage-1 or single-stage TiTok HF folder".into())
+        TrainError::Config("stage 2 needs `model.init`: a single-stage, stage-1 or stage-2 TiTok HF folder".into())
     })?;
     let run = RunDir::create(run_dir)?;
     let (train, valid) = open_data(&config)?;

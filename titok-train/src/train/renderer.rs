@@ -2,7 +2,7 @@
 //! running values of every metric, and one line per validation. (In a terminal burn-train's own
 //! dashboard is used instead.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::IsTerminal;
 use std::time::Instant;
 
@@ -20,6 +20,8 @@ pub struct LogRenderer {
     names: HashMap<MetricId, String>,
     train: BTreeMap<String, f64>,
     valid: BTreeMap<String, f64>,
+    /// Metrics some step of the current split reported a value for.
+    reported: HashSet<MetricId>,
     split: String,
     items_in_split: usize,
     interval: usize,
@@ -38,6 +40,7 @@ impl LogRenderer {
             names: HashMap::new(),
             train: BTreeMap::new(),
             valid: BTreeMap::new(),
+            reported: HashSet::new(),
             split: String::new(),
             items_in_split: 0,
             interval: 0,
@@ -52,14 +55,19 @@ impl LogRenderer {
         Self { quiet: true, ..Self::new(1, 1, 0) }
     }
 
-    /// Keeps the latest value of a numeric metric. A NaN final value (the mean of no steps: a
-    /// term that no step of the split carried, see [`super::metrics::TermMetric`]) is left out;
-    /// a NaN that steps reported still shows through their running values.
+    /// Keeps the latest value of a numeric metric. The final value of a metric that no step of
+    /// the split reported (a term no step carried, see [`super::metrics::TermMetric`]; its
+    /// mean over no steps is NaN) is left out; every other value, NaN included, is kept.
     fn record(&mut self, state: MetricState, valid: bool) {
-        if let MetricState::Numeric(entry, Some(value)) = state
-            && !matches!(value, NumericEntry::Final(v) if v.is_nan())
-            && let Some(name) = self.names.get(&entry.metric_id)
-        {
+        let MetricState::Numeric(entry, Some(value)) = state else { return };
+        match value {
+            NumericEntry::Final(_) if !self.reported.contains(&entry.metric_id) => return,
+            NumericEntry::Final(_) => {}
+            _ => {
+                self.reported.insert(entry.metric_id.clone());
+            }
+        }
+        if let Some(name) = self.names.get(&entry.metric_id) {
             let target = if valid { &mut self.valid } else { &mut self.train };
             target.insert(name.clone(), value.current());
         }
@@ -123,6 +131,9 @@ impl TrainingProgressLogger for LogRenderer {
     fn start_split(&mut self, split: &str, _total_items: usize) {
         self.split = split.to_string();
         self.items_in_split = 0;
+        self.reported.clear();
+        // Each line shows the values of its own split only.
+        if split == "valid" { self.valid.clear() } else { self.train.clear() }
     }
 
     fn update_split(&mut self, items_processed: usize) {
@@ -207,16 +218,27 @@ mod tests {
     }
 
     #[test]
-    fn final_nans_of_unreported_terms_are_left_out_and_reported_nans_show() {
+    fn final_values_of_unreported_terms_are_left_out_and_reported_nans_show() {
         let mut r = LogRenderer::silent();
-        let (gan, loss) = (MetricId::new(Arc::new("gan".into())), MetricId::new(Arc::new("loss".into())));
+        let id = |n: &str| MetricId::new(Arc::new(n.into()));
+        let (gan, loss) = (id("gan"), id("loss"));
         r.register_metric(MetricDefinition::new(gan.clone(), &TermMetric::new("gan", "GAN", false)));
         r.register_metric(MetricDefinition::new(loss.clone(), &TermMetric::new("loss", "Loss", false)));
-        r.update_valid(numeric(&gan, NumericEntry::Final(f64::NAN)));
-        r.update_valid(numeric(&loss, NumericEntry::Value(f64::NAN)));
+        r.start_split("valid", 3);
+        // One NaN batch among finite ones: the interval mean is NaN and shows.
+        for v in [1.0, f64::NAN, 2.0] {
+            r.update_valid(numeric(&loss, NumericEntry::Value(v)));
+        }
         r.update_valid(numeric(&loss, NumericEntry::Final(f64::NAN)));
+        // No step carried the GAN term: its final NaN is left out.
+        r.update_valid(numeric(&gan, NumericEntry::Final(f64::NAN)));
         assert_eq!(LogRenderer::line(&r.valid), "Loss NaN");
-        r.update_valid(numeric(&gan, NumericEntry::Final(0.25)));
-        assert_eq!(LogRenderer::line(&r.valid), "GAN 0.2500 | Loss NaN");
+        // A new split starts empty and forgets what the last one reported.
+        r.start_split("valid", 1);
+        r.update_valid(numeric(&loss, NumericEntry::Final(0.5)));
+        assert_eq!(LogRenderer::line(&r.valid), "", "an unreported final value is not taken");
+        r.update_valid(numeric(&gan, NumericEntry::Value(0.25)));
+        r.update_valid(numeric(&gan, NumericEntry::Final(0.3)));
+        assert_eq!(LogRenderer::line(&r.valid), "GAN 0.3000");
     }
 }
