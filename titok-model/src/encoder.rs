@@ -81,14 +81,22 @@ impl TitokEncoder {
         // Stage 2: latent tokens appended after the patches.
         let latents = (latent_tokens + self.latent_token_positional_embedding.val()).unsqueeze::<3>().expand([b, k, w]);
         let x = Tensor::cat(vec![x, latents], 1); // [b, 1 + G² + k, w]
-        // Stage 3: transformer.
+        // Stage 3: transformer; the last block computes the latent-token rows only, the rows
+        // stage 4 keeps (the official code computes all rows and slices them).
         let mut x = self.ln_pre.forward(x);
-        for block in &self.transformer {
+        let Some((last, blocks)) = self.transformer.split_last() else {
+            let len = x.dims()[1];
+            return self.finish(x.slice_dim(1, len - k..len));
+        };
+        for block in blocks {
             x = block.forward(x);
         }
-        // Stage 4: keep the latent tokens.
-        let len = x.dims()[1];
-        let ln_post = self.ln_post.forward(x.slice_dim(1, len - k..len)); // [b, k, w]
+        self.finish(last.forward_last(x, k)) // [b, k, w]
+    }
+
+    /// Stage 4: `ln_post` and the output projection of the latent-token rows `[b, k, w]`.
+    fn finish(&self, latents: Tensor<3>) -> EncoderOutput {
+        let ln_post = self.ln_post.forward(latents); // [b, k, w]
         let z = self.project_out(ln_post.clone());
         EncoderOutput { ln_post, z }
     }

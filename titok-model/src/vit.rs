@@ -64,6 +64,30 @@ impl FusedAttention {
         let out = out.swap_dims(1, 2).reshape([b, l, w]);
         self.out_proj.forward(out)
     }
+
+    /// The attention outputs of the last `n` rows only: their queries against the keys and
+    /// values of every row; equal to `forward(x)` sliced to those rows, without the projections
+    /// and attention rows of the others.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, W]` -> `[batch, n, W]`, `n <= seq`
+    pub fn forward_last(&self, x: Tensor<3>, n: usize) -> Tensor<3> {
+        let [b, l, w] = x.dims();
+        let h = self.num_heads;
+        let (weight, bias) = (self.in_proj_weight.val(), self.in_proj_bias.val());
+        let project = |x: Tensor<3>, rows: std::ops::Range<usize>| {
+            x.matmul(weight.clone().slice_dim(0, rows.clone()).transpose().unsqueeze::<3>())
+                + bias.clone().slice_dim(0, rows).unsqueeze::<3>()
+        };
+        // Queries of the last n rows [b, n, w] -> [b, h, n, d]; keys and values of all rows
+        // [b, l, 2w] -> [2, b, h, l, d].
+        let q = project(x.clone().slice_dim(1, l - n..l), 0..w).reshape([b, n, h, w / h]).swap_dims(1, 2);
+        let kv = project(x, w..3 * w).reshape([b, l, 2, h, w / h]).permute([2, 0, 3, 1, 4]);
+        let k = kv.clone().slice_dim(0, 0..1).squeeze_dim::<4>(0);
+        let v = kv.slice_dim(0, 1..2).squeeze_dim::<4>(0);
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default()); // [b, h, n, d]
+        self.out_proj.forward(out.swap_dims(1, 2).reshape([b, n, w]))
+    }
 }
 
 /// The MLP of a block: `c_fc` (W -> 4W), exact GELU, `c_proj` (4W -> W).
@@ -117,6 +141,19 @@ impl ResidualAttentionBlock {
         let x = x.clone() + self.attn.forward(self.ln_1.forward(x));
         x.clone() + self.mlp.forward(self.ln_2.forward(x))
     }
+
+    /// The block's output at the last `n` rows only (`forward(x)` sliced to them): for a last
+    /// block whose other rows are discarded, such as the TiTok encoder's (only the latent
+    /// tokens are kept), it skips their queries, attention rows, output projection and MLP.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, W]` -> `[batch, n, W]`, `n <= seq`
+    pub fn forward_last(&self, x: Tensor<3>, n: usize) -> Tensor<3> {
+        let l = x.dims()[1];
+        let rows = x.clone().slice_dim(1, l - n..l);
+        let x = rows + self.attn.forward_last(self.ln_1.forward(x), n);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
 }
 
 /// A LayerNorm of width `w` with TiTok's epsilon 1e-5.
@@ -129,4 +166,24 @@ pub fn layer_norm(w: usize, device: &Device) -> LayerNorm {
 pub fn embedding_param<const D: usize>(shape: [usize; D], width: usize, device: &Device) -> Param<Tensor<D>> {
     let scale = (width as f64).powf(-0.5);
     Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, scale), device))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_last_is_forward_sliced_to_the_last_rows() {
+        let device = Device::flex();
+        device.seed(3);
+        let block = ResidualAttentionBlock::new(&VitSize::new(32, 2, 4), &device);
+        let x = Tensor::<3>::random([2, 9, 32], Distribution::Normal(0.0, 1.0), &device);
+        for n in [1, 4, 9] {
+            let full = block.forward(x.clone()).slice_dim(1, 9 - n..9);
+            let last = block.forward_last(x.clone(), n);
+            assert_eq!(last.dims(), [2, n, 32]);
+            let diff = (full - last).abs().max().into_scalar::<f32>();
+            assert!(diff < 1e-5, "n = {n}: max |difference| {diff}");
+        }
+    }
 }
