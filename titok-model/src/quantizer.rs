@@ -114,10 +114,17 @@ impl VectorQuantizer {
 
     /// Anchoring of unused codes, a training aid against codebook collapse in the spirit of the
     /// official `clustering_vq` option (CVQ-VAE, Zheng & Vedaldi 2023, which moves under-used
-    /// codes onto the batch's features): every code that no latent of the batch picked is pulled
-    /// toward its nearest latent. Returns the mean squared distance of the unused codes to their
-    /// nearest (detached) latent, `[1]`; zero when every code is used. Gradients reach only the
-    /// codebook.
+    /// codes onto the batch's features). The codes that no latent of the batch picked are paired
+    /// with distinct latents, those worst served by the codebook (largest distance to their own
+    /// code), each code with the nearest of them still free (greedy in code order), and pulled
+    /// toward it: they move to where the codebook quantizes worst, like k-means++ seeding.
+    /// (Pulling every unused code toward its own nearest latent instead lands many of them on
+    /// the same latents, next to live codes: on the CIFAR-10 tokenizer, 786 of 1,024 codes ended
+    /// as near-duplicates and 53 % of the codebook was used.) When there are more unused codes
+    /// than latents the rest wait for a later batch.
+    ///
+    /// Returns the mean squared distance of the paired codes to their (detached) latents, `[1]`;
+    /// zero when every code is used. Gradients reach only the codebook.
     ///
     /// # Shapes
     /// - `z`: encoder output `[batch, C, 1, K]`; `indices`: the batch's ids `[batch, K]`
@@ -126,19 +133,50 @@ impl VectorQuantizer {
         let z = to_f32(z).permute([0, 2, 3, 1]).reshape([b * h * k, c]).detach();
         let z = if self.use_l2_norm { l2_normalize_rows(z) } else { z };
         let codebook = self.codebook(); // [N, C], tracked
+        let device = codebook.device();
         let n = codebook.dims()[0];
-        let mut unused = vec![1.0f32; n];
-        for id in indices.try_into_vec_as::<i64>().unwrap_or_default() {
-            if let Some(u) = unused.get_mut(id as usize) {
-                *u = 0.0;
+        let ids = indices.reshape([b * h * k]);
+        let mut used = vec![false; n];
+        for &id in &ids.clone().try_into_vec_as::<i64>().unwrap_or_default() {
+            if let Some(u) = used.get_mut(id as usize) {
+                *u = true;
             }
         }
-        let count: f32 = unused.iter().sum();
-        let device = codebook.device();
-        let mask = Tensor::<1>::from_data(burn::tensor::TensorData::new(unused, [n]), &device).reshape([n, 1]);
-        let dist = codebook.clone().square().sum_dim(1) + z.clone().square().sum_dim(1).reshape([1, -1])
-            - codebook.matmul(z.transpose()).mul_scalar(2.0); // [N, B·K]
-        (dist.min_dim(1) * mask).sum().div_scalar(count.max(1.0))
+        let unused: Vec<usize> = (0..n).filter(|&i| !used[i]).collect();
+        let m = z.dims()[0];
+        let pairs = unused.len().min(m);
+        if pairs == 0 {
+            return Tensor::zeros([1], &device);
+        }
+        // The `pairs` latents with the largest quantization error (ties: lower index first).
+        let own = codebook.clone().detach().select(0, ids); // [M, C]
+        let error: Vec<f32> = (z.clone() - own).square().sum_dim(1).try_into_vec_as().unwrap_or_default();
+        let mut worst: Vec<usize> = (0..m).collect();
+        worst.sort_by(|&a, &b| error[b].total_cmp(&error[a]).then(a.cmp(&b)));
+        worst.truncate(pairs);
+        // Greedy pairing, each unused code (in index order) with its nearest free latent.
+        let int = |v: &[usize]| {
+            let v: Vec<i64> = v.iter().map(|&i| i as i64).collect();
+            Tensor::<1, Int>::from_ints(v.as_slice(), &device)
+        };
+        let (codes, targets) = (int(&unused[..pairs]), int(&worst));
+        let picked = codebook.clone().detach().select(0, codes.clone()); // [P, C]
+        let candidates = z.clone().select(0, targets.clone()); // [P, C]
+        let dist: Vec<f32> = (picked.clone().square().sum_dim(1)
+            + candidates.clone().square().sum_dim(1).reshape([1, -1])
+            - picked.matmul(candidates.transpose()).mul_scalar(2.0))
+        .try_into_vec_as()
+        .unwrap_or_default(); // [P, P] row-major
+        let mut free = vec![true; pairs];
+        let mut target_of = Vec::with_capacity(pairs);
+        for row in dist.chunks(pairs) {
+            let j = (0..pairs).filter(|&j| free[j]).min_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0);
+            free[j] = false;
+            target_of.push(worst[j]);
+        }
+        let anchored = codebook.select(0, codes); // [P, C], tracked
+        let goal = z.select(0, int(&target_of));
+        (anchored - goal).square().sum_dim(1).mean()
     }
 
     /// Looks up token ids: `[batch, K]` ids -> `[batch, C, 1, K]` codes (re-normalised if l2).
@@ -205,6 +243,7 @@ fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::module::Param;
     use burn::tensor::{Distribution, TensorData};
 
     /// Straight-through estimator: d loss / d z equals d loss / d z_q.
@@ -259,7 +298,7 @@ mod tests {
     }
 
     #[test]
-    fn unused_codes_are_pulled_toward_their_nearest_latent() {
+    fn unused_codes_are_pulled_toward_distinct_latents() {
         let device = Device::flex().autodiff();
         let q = VectorQuantizer::new(32, 4, true, 0.25, &device);
         let z = Tensor::<4>::random([2, 4, 1, 3], Distribution::Normal(0.0, 1.0), &device);
@@ -269,9 +308,34 @@ mod tests {
         let grads = loss.backward();
         let g = q.embedding.weight.val().grad(&grads).expect("codebook gradient");
         let used: Vec<i64> = out.indices.try_into_vec_as().unwrap();
+        let unused: Vec<usize> = (0..32).filter(|i| !used.contains(&(*i as i64))).collect();
         let rows = g.abs().sum_dim(1).try_into_vec_as::<f32>().unwrap();
+        // 6 latents: the 6 lowest-index unused codes are anchored, nothing else moves.
         for (i, r) in rows.iter().enumerate() {
-            assert_eq!(*r > 0.0, !used.contains(&(i as i64)), "code {i}: only unused codes move");
+            assert_eq!(*r > 0.0, unused[..6].contains(&i), "code {i}");
+        }
+    }
+
+    #[test]
+    fn two_unused_codes_with_one_nearest_latent_go_to_the_two_worst_served_latents() {
+        let device = Device::flex().autodiff();
+        let mut q = VectorQuantizer::new(3, 2, false, 0.25, &device);
+        // Code 0 serves every latent; codes 1 and 2 are far away, both nearest to latent 2.
+        let codes = [[0.0f32, 0.0], [100.0, 0.0], [100.0, 1.0]];
+        q.embedding.weight = Param::from_tensor(Tensor::<2>::from_floats(codes, &device));
+        let latents = [[0.0f32, 0.1], [0.1, 0.0], [3.0, 0.0], [0.0, -4.0]]; // errors 0.01, 0.01, 9, 16
+        let z = Tensor::<2>::from_floats(latents, &device).transpose().reshape([1, 2, 1, 4]);
+        let out = q.forward(z.clone());
+        assert_eq!(out.indices.clone().try_into_vec_as::<i64>().unwrap(), [0, 0, 0, 0]);
+        let loss = q.unused_code_anchor_loss(z, out.indices);
+        // Code 1 takes latent 2 (its nearest of the two worst served), code 2 latent 3:
+        // (97² + (100² + 5²)) / 2.
+        assert!((loss.clone().into_scalar::<f32>() - 9717.0).abs() < 1e-2);
+        let grads = loss.backward();
+        let g: Vec<f32> = q.embedding.weight.val().grad(&grads).unwrap().try_into_vec_as().unwrap();
+        let want = [0.0, 0.0, 97.0, 0.0, 100.0, 5.0]; // d/dc mean ||c - z||² = (c - z) for 2 pairs
+        for (got, want) in g.iter().zip(want) {
+            assert!((got - want).abs() < 1e-3, "{g:?}");
         }
     }
 

@@ -147,8 +147,10 @@ pub struct LossConfig {
     /// KL weight of VAE tokenizers.
     pub kl_weight: f64,
     /// VQ tokenizers: weight of the unused-code anchor loss against codebook collapse (codes no
-    /// latent of the batch picked are pulled toward their nearest latent; in the spirit of the
-    /// official `clustering_vq`). 0 = off (the official stage-1/2 recipe).
+    /// latent of the batch picked are pulled toward distinct latents the codebook serves worst;
+    /// in the spirit of the official `clustering_vq`; see
+    /// `titok_model::VectorQuantizer::unused_code_anchor_loss`). 0 = off (the official
+    /// stage-1/2 recipe).
     pub unused_code_weight: f64,
     /// Generator (MLM loss): label smoothing of the cross-entropy (official 0.1).
     pub mlm_label_smoothing: f64,
