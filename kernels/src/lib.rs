@@ -221,14 +221,17 @@ pub fn nearest_code_reference(z: Tensor<2>, codebook: Tensor<2>, l2_normalize: b
     let [_, dc] = codebook.dims();
     assert_eq!(d, dc, "latent width {d} != codebook width {dc}");
     let (z, codebook) = if l2_normalize { (l2_normalize_rows(z), l2_normalize_rows(codebook)) } else { (z, codebook) };
-    let z = z.detach();
-    let codebook = codebook.detach();
-    let z_sq = z.clone().square().sum_dim(1); // [N, 1]
-    let c_sq = codebook.clone().square().sum_dim(1).reshape([1, -1]); // [1, K]
-    let dot = z.matmul(codebook.transpose()); // [N, K]
-    let dist = z_sq + c_sq - dot.mul_scalar(2.0); // [N, K]
+    let dist = squared_distances(z.detach(), codebook.detach()); // [N, K]
     let (min, idx) = dist.min_dim_with_indices(1);
     NearestCode { indices: idx.reshape([n]), distances: min.reshape([n]) }
+}
+
+/// Squared Euclidean distances of every row of `a` to every row of `b` in the GEMM form
+/// `||a||² + ||b||² - 2 a bᵀ`: `[N, D]`, `[K, D]` -> `[N, K]` (materialised).
+pub fn squared_distances(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    let a_sq = a.clone().square().sum_dim(1); // [N, 1]
+    let b_sq = b.clone().square().sum_dim(1).reshape([1, -1]); // [1, K]
+    a_sq + b_sq - a.matmul(b.transpose()).mul_scalar(2.0)
 }
 
 /// `x / max(||x||₂, 1e-12)` along the last dimension, as `torch.nn.functional.normalize`.

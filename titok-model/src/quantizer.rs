@@ -8,7 +8,7 @@
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::tensor::{DType, Device, Int, Tensor};
-use titok_kernels::l2_normalize_rows;
+use titok_kernels::{l2_normalize_rows, squared_distances};
 
 /// Output of [`VectorQuantizer::forward`].
 #[derive(Debug, Clone)]
@@ -162,11 +162,7 @@ impl VectorQuantizer {
         let (codes, targets) = (int(&unused[..pairs]), int(&worst));
         let picked = codebook.clone().detach().select(0, codes.clone()); // [P, C]
         let candidates = z.clone().select(0, targets.clone()); // [P, C]
-        let dist: Vec<f32> = (picked.clone().square().sum_dim(1)
-            + candidates.clone().square().sum_dim(1).reshape([1, -1])
-            - picked.matmul(candidates.transpose()).mul_scalar(2.0))
-        .try_into_vec_as()
-        .unwrap_or_default(); // [P, P] row-major
+        let dist: Vec<f32> = squared_distances(picked, candidates).try_into_vec_as().unwrap_or_default(); // [P, P]
         let mut free = vec![true; pairs];
         let mut target_of = Vec::with_capacity(pairs);
         for row in dist.chunks(pairs) {

@@ -10,7 +10,7 @@
 //! (`.ci/run` does, after installing Open MPI); the target requires the feature.
 
 mod common;
-use common::{scratch_run, shared};
+use common::{json, scratch_run, shared};
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -43,7 +43,7 @@ fn cli(mode: &str, config_name: &str, run: &Path, sets: impl IntoIterator<Item =
 fn sets(steps: u64) -> Vec<String> {
     let data = shared().join("data/cifar10-jpg.tar.gz");
     vec![
-        format!("data.path={}", serde_json::to_string(&data).unwrap()),
+        format!("data.path={}", json(&data)),
         "data.valid_images=16".into(),
         "data.num_workers=1".into(),
         "run.batch_size=16".into(),
@@ -74,12 +74,11 @@ fn single(run: &Path, steps: u64, resume: bool) -> Command {
 /// The arguments of a short stage-2 run (L2 + LPIPS + GAN with LeCam from step 2) on a random
 /// tiny stage-1 TiTok and its random tiny MaskGIT-VQGAN pixel decoder saved in `models`.
 fn stage2_args(run: &Path, models: &Path) -> Vec<String> {
-    let json = |p: PathBuf| serde_json::to_string(&p).unwrap();
     let sets = [
-        format!("model.init={}", json(models.join("titok"))),
-        format!("pixel_decoder={}", json(models.join("vqgan"))),
-        format!("data.path={}", json(shared().join("data/cifar10-jpg.tar.gz"))),
-        format!("loss.perceptual_weights={}", json(shared().join("weights/lpips_alexnet.safetensors"))),
+        format!("model.init={}", json(&models.join("titok"))),
+        format!("pixel_decoder={}", json(&models.join("vqgan"))),
+        format!("data.path={}", json(&shared().join("data/cifar10-jpg.tar.gz"))),
+        format!("loss.perceptual_weights={}", json(&shared().join("weights/lpips_alexnet.safetensors"))),
         "loss.gan_start=2".into(),
         "data.valid_images=8".into(),
         "data.num_workers=1".into(),
@@ -405,7 +404,6 @@ fn generator_fixture(dir: &Path, per_class: usize) -> (PathBuf, PathBuf) {
 }
 
 fn generator_args(run: &Path, data: &Path, tokenizer: &Path, cache: Option<&Path>) -> Vec<String> {
-    let json = |p: &Path| serde_json::to_string(p).unwrap();
     let sets = [
         format!("tokenizer={}", json(tokenizer)),
         format!("data.path={}", json(data)),

@@ -8,7 +8,7 @@
 //! mid-way checkpoint repeats the same steps (loss sequence and EMA weights).
 
 mod common;
-use common::{json, shared};
+use common::{json, logged, shared};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -171,30 +171,6 @@ fn run_ok(mode: &str, run: &Path, sets: &[String]) -> Output {
     out
 }
 
-/// Per-step values burn-train logged for a metric, in step order (without the per-interval
-/// `final` summary lines).
-fn logged(run: &Path, metric: &str) -> Vec<f64> {
-    let mut epochs: Vec<(usize, PathBuf)> = std::fs::read_dir(run.join("train"))
-        .unwrap_or_else(|e| panic!("{}: {e}", run.join("train").display()))
-        .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.file_name().to_string_lossy().strip_prefix("epoch-")?.parse().ok()?, e.path())))
-        .collect();
-    epochs.sort();
-    epochs
-        .iter()
-        .flat_map(|(_, dir)| {
-            std::fs::read_to_string(dir.join(format!("{metric}.log")))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| {
-                    let (value, count) = l.split_once(',')?;
-                    if count == "final" { None } else { value.parse::<f64>().ok() }
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
@@ -207,7 +183,7 @@ fn generator_learns_on_cifar10_tokens_and_exports_an_hf_folder() {
     run_ok("generator", &run, &sets(&f.tok_a, steps));
 
     // Learning: loss down, masked accuracy up, against the first steps.
-    let (loss, acc) = (logged(&run, "Loss"), logged(&run, "Masked_accuracy"));
+    let (loss, acc) = (logged(&run, "train", "Loss", false), logged(&run, "train", "Masked_accuracy", false));
     assert_eq!((loss.len(), acc.len()), (steps as usize, steps as usize), "one value per step");
     let (l0, l1) = (mean(&loss[..10]), mean(&loss[loss.len() - 10..]));
     let (a0, a1) = (mean(&acc[..10]), mean(&acc[acc.len() - 10..]));
@@ -215,7 +191,7 @@ fn generator_learns_on_cifar10_tokens_and_exports_an_hf_folder() {
     assert!(l0 > 0.9 * (CODEBOOK as f64).ln(), "a fresh model starts near ln N: {l0}");
     assert!(l1 < l0 - 1.5, "loss {l0} -> {l1}");
     assert!(a1 > a0 + 0.15, "masked accuracy {a0} -> {a1}");
-    let masked = logged(&run, "Masked_fraction");
+    let masked = logged(&run, "train", "Masked_fraction", false);
     assert!((0.3..0.9).contains(&mean(&masked)), "arccos masking hides ~64% on average: {}", mean(&masked));
 
     // The token cache: 300 images x 2 views x K tokens with the CIFAR-10 classes.
@@ -350,7 +326,7 @@ fn a_resumed_run_repeats_the_same_steps() {
 
     // Steps 21..60 again: same masks, views, label drops and dropout, so the same losses.
     for metric in ["Loss", "Masked_accuracy", "Masked_fraction"] {
-        let (la, lb) = (logged(&a, metric), logged(&b, metric));
+        let (la, lb) = (logged(&a, "train", metric, false), logged(&b, "train", metric, false));
         assert_eq!(la.len(), 60, "{metric}");
         assert_eq!(la, lb, "{metric} sequence differs after resume");
     }

@@ -17,7 +17,7 @@
 //! Data and weights come from `../shared` (`TITOK_SHARED_DIR` overrides).
 
 mod common;
-use common::{scratch, scratch_run, shared};
+use common::{json, logged, scratch, scratch_run, shared};
 
 use std::path::{Path, PathBuf};
 
@@ -310,8 +310,8 @@ fn single_stage_models_fine_tune_their_decoder_with_the_tokens_fixed() {
     let (_guard, run) = scratch_run("single");
     const STEPS: u64 = 6;
     let sets = vec![
-        format!("model.init={}", serde_json::to_string(&init).unwrap()),
-        format!("data.path={}", serde_json::to_string(&shared().join("data/cifar10-jpg.tar.gz")).unwrap()),
+        format!("model.init={}", json(&init)),
+        format!("data.path={}", json(&shared().join("data/cifar10-jpg.tar.gz"))),
         "data.image_size=32".into(),
         "data.valid_images=8".into(),
         "data.num_workers=1".into(),
@@ -322,7 +322,7 @@ fn single_stage_models_fine_tune_their_decoder_with_the_tokens_fixed() {
         "run.ema_decay=0".into(),
         "optim.lr=1e-3".into(),
         "optim.warmup_steps=0".into(),
-        format!("loss.perceptual_weights={}", serde_json::to_string(&lpips_weights()).unwrap()),
+        format!("loss.perceptual_weights={}", json(&lpips_weights())),
         "loss.gan_start=3".into(),
         "loss.discriminator_channels=32".into(),
     ];
@@ -336,11 +336,10 @@ fn single_stage_models_fine_tune_their_decoder_with_the_tokens_fixed() {
     assert!(values(&export.latent_tokens) == values(&model.latent_tokens), "latent tokens changed");
     assert!(values(&export.decoder) != values(&model.decoder), "the decoder did not train");
     assert!(run.join(format!("samples/recon-{STEPS:07}.png")).is_file());
-    let hinge = std::fs::read_to_string(run.join("train/epoch-1/Discriminator_hinge.log")).unwrap();
-    let finite: Vec<bool> =
-        hinge.lines().map(|l| l.split(',').next().unwrap().parse::<f64>().unwrap().is_finite()).collect();
+    let hinge = logged(&run, "train", "Discriminator_hinge", true);
+    let finite: Vec<bool> = hinge.iter().map(|v| v.is_finite()).collect();
     // One line per step, then the interval's mean.
-    assert_eq!(finite, [false, false, false, true, true, true, true], "discriminator loss per step:\n{hinge}");
+    assert_eq!(finite, [false, false, false, true, true, true, true], "discriminator loss per step: {hinge:?}");
 }
 
 /// Mean LPIPS (AlexNet, at 64 px) and PSNR of reconstructions against images.
@@ -358,7 +357,7 @@ fn stage_two_lowers_the_lpips_of_the_stage_one_decode_on_cifar10() {
     let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
     let sets = |steps: u64, batch: usize| -> Vec<String> {
         vec![
-            format!("data.path={}", serde_json::to_string(&data).unwrap()),
+            format!("data.path={}", json(&data)),
             "data.valid_images=16".into(),
             "data.num_workers=2".into(),
             format!("run.batch_size={batch}"),
@@ -387,7 +386,7 @@ fn stage_two_lowers_the_lpips_of_the_stage_one_decode_on_cifar10() {
     // codes depend on the image after ~400 steps.
     let (_s1_run_guard, s1_run) = scratch_run("stage1");
     let mut s = sets(S1_STEPS, 16);
-    s.push(format!("teacher={}", serde_json::to_string(&teacher_dir).unwrap()));
+    s.push(format!("teacher={}", json(&teacher_dir)));
     s.push("optim.lr=1e-3".into());
     s.push("loss.quantizer_weight=0".into());
     let config = TrainConfig::load(Some(&configs.join("cifar10-titok-tiny-stage1.json")), &s).unwrap();
@@ -398,9 +397,9 @@ fn stage_two_lowers_the_lpips_of_the_stage_one_decode_on_cifar10() {
     // Stage 2 from the exported stage-1 weights and the teacher's decoder.
     let (_s2_run_guard, s2_run) = scratch_run("stage2");
     let mut s = sets(S2_STEPS, 16);
-    s.push(format!("model.init={}", serde_json::to_string(&stage1_dir).unwrap()));
-    s.push(format!("pixel_decoder={}", serde_json::to_string(&teacher_dir).unwrap()));
-    s.push(format!("loss.perceptual_weights={}", serde_json::to_string(&lpips_weights()).unwrap()));
+    s.push(format!("model.init={}", json(&stage1_dir)));
+    s.push(format!("pixel_decoder={}", json(&teacher_dir)));
+    s.push(format!("loss.perceptual_weights={}", json(&lpips_weights())));
     s.push(format!("loss.gan_start={}", S2_STEPS / 2));
     let config = TrainConfig::load_with_defaults(
         TrainConfig::stage2_recipe(),

@@ -4,7 +4,7 @@
 //! resumed ends bit-identical to an uninterrupted run of the same length.
 
 mod common;
-use common::{scratch_run, shared};
+use common::{json, logged, scratch_run, shared};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -20,7 +20,7 @@ fn config(name: &str) -> PathBuf {
 fn common_sets(steps: u64) -> Vec<String> {
     let data = shared().join("data/cifar10-jpg.tar.gz");
     vec![
-        format!("data.path={}", serde_json::to_string(&data).unwrap()),
+        format!("data.path={}", json(&data)),
         "data.valid_images=32".into(),
         "data.num_workers=2".into(),
         "run.batch_size=16".into(),
@@ -45,36 +45,13 @@ fn run_ok(mode: &str, config: &Path, run: &Path, sets: &[String]) -> Output {
     out
 }
 
-/// Per-step values burn-train logged for a metric, in step order.
-fn logged(run: &Path, split: &str, metric: &str) -> Vec<f64> {
-    let mut epochs: Vec<(usize, PathBuf)> = std::fs::read_dir(run.join(split))
-        .unwrap_or_else(|e| panic!("{}: {e}", run.join(split).display()))
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().strip_prefix("epoch-")?.parse().ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    epochs.sort();
-    epochs
-        .iter()
-        .flat_map(|(_, dir)| {
-            std::fs::read_to_string(dir.join(format!("{metric}.log")))
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.split(',').next()?.parse::<f64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
 /// First `n` and last `n` logged values of a metric.
 fn first_last(run: &Path, metric: &str, n: usize) -> (f64, f64) {
-    let v = logged(run, "train", metric);
+    let v = logged(run, "train", metric, true);
     assert!(v.len() >= 2 * n, "{metric}: only {} values logged in {}", v.len(), run.display());
     (mean(&v[..n]), mean(&v[v.len() - n..]))
 }
@@ -97,7 +74,7 @@ fn vqgan_stage1_and_single_stage_learn_on_cifar10() {
     // Stage 1: proxy codes of that teacher.
     let (_s1_guard, s1) = scratch_run("stage1");
     let mut sets = common_sets(120);
-    sets.push(format!("teacher={}", serde_json::to_string(&teacher).unwrap()));
+    sets.push(format!("teacher={}", json(&teacher)));
     run_ok("stage1", &config("cifar10-titok-tiny-stage1.json"), &s1, &sets);
     let (c0, c1) = first_last(&s1, "Proxy-code_CE", 8);
     eprintln!("stage1: proxy-code CE {c0:.4} -> {c1:.4}");
@@ -225,20 +202,8 @@ fn bad_training_input_gives_clear_errors() {
     std::fs::write(dir.join("text/a/notes.txt"), "not an image").unwrap();
     std::fs::write(dir.join("text/a/fake.jpg"), "not a jpeg either").unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (
-            vec![
-                format!("data.path={}", serde_json::to_string(&dir.join("empty")).unwrap()),
-                "data.train_split=".into(),
-            ],
-            "empty",
-        ),
-        (
-            vec![
-                format!("data.path={}", serde_json::to_string(&dir.join("text")).unwrap()),
-                "data.train_split=".into(),
-            ],
-            "skipped",
-        ),
+        (vec![format!("data.path={}", json(&dir.join("empty"))), "data.train_split=".into()], "empty"),
+        (vec![format!("data.path={}", json(&dir.join("text"))), "data.train_split=".into()], "skipped"),
         (vec!["data.path=/nonexistent/cifar.tar.gz".into()], "/nonexistent/cifar.tar.gz"),
         (vec!["data.image_size=48".into()], "!= data.image_size 48"),
         (vec!["run.batch_size=0".into()], "must be positive"),
@@ -270,7 +235,7 @@ fn data_parallel_steps_match_single_device() {
         command("single-stage", &cfg, &two, &sets).args(["--devices", "cpu,cpu", "--threads", "1"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cpu (flex, 1 thread) + cpu (flex, 1 thread)"));
-    let (a, b) = (logged(&one, "train", "Loss"), logged(&two, "train", "Loss"));
+    let (a, b) = (logged(&one, "train", "Loss", true), logged(&two, "train", "Loss", true));
     assert!(a.len() >= 6, "{} logged losses", a.len());
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {

@@ -261,7 +261,7 @@ pub fn load_stage2_model(init: &Path, pixel_decoder: Option<&Path>, device: &Dev
         Some(p) => Some((load_vqgan(p, device)?, pixel_vqgan_config(p)?)),
         None => None,
     };
-    let mut config = read_init_config(init, vqgan.as_ref().map(|(_, c)| c))?;
+    let mut config = read_init_config(hf, vqgan.as_ref().map(|(_, c)| c))?;
     let header = read_safetensors_header(&weights)?;
     let has_pixel = header.keys().any(|k| k.starts_with("pixel_"));
     if let (Some(head), Some((_, vc))) = (header.get("decoder.ffn.2.weight"), &vqgan)
@@ -297,14 +297,13 @@ pub fn load_stage2_model(init: &Path, pixel_decoder: Option<&Path>, device: &Dev
     }
 }
 
-/// The TiTok configuration of an HF folder, with `pixel` (when given) as its MaskGIT-VQGAN.
+/// The TiTok configuration of an HF folder's `config.json` (`hf`), with `pixel` (when given) as its MaskGIT-VQGAN.
 ///
 /// `config.json` records only the pixel decoder's width (the other numbers are taken to be
 /// official), so a two-stage model built on another MaskGIT-VQGAN (e.g. f = 4 at 32 px) does not
 /// validate as read: it is then parsed with the two-stage check off and validated again with
 /// `pixel`.
-fn read_init_config(init: &Path, pixel: Option<&VqganConfig>) -> Result<TitokConfig, TrainError> {
-    let mut hf = HfConfig::from_dir(init)?;
+fn read_init_config(mut hf: HfConfig, pixel: Option<&VqganConfig>) -> Result<TitokConfig, TrainError> {
     let Some(pixel) = pixel else { return Ok(hf.titok()?) };
     let is_legacy = hf.bool_or("model.vq_model.is_legacy", true)?;
     if let Some(vq) = hf.root.pointer_mut("/model/vq_model").and_then(serde_json::Value::as_object_mut) {

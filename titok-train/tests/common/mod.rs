@@ -26,6 +26,30 @@ pub fn scratch_run(prefix: &str) -> (TempDir, PathBuf) {
     (dir, path)
 }
 
+/// The values burn-train logged for a metric in a split (`train`, `valid`), in step order over
+/// the intervals (`epoch-N` folders); with `finals`, each interval's closing summary line too.
+pub fn logged(run: &Path, split: &str, metric: &str, finals: bool) -> Vec<f64> {
+    let mut epochs: Vec<(usize, PathBuf)> = std::fs::read_dir(run.join(split))
+        .unwrap_or_else(|e| panic!("{}: {e}", run.join(split).display()))
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_string_lossy().strip_prefix("epoch-")?.parse().ok()?, e.path())))
+        .collect();
+    epochs.sort();
+    epochs
+        .iter()
+        .flat_map(|(_, dir)| {
+            std::fs::read_to_string(dir.join(format!("{metric}.log")))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let (value, count) = l.split_once(',')?;
+                    if count == "final" && !finals { None } else { value.parse::<f64>().ok() }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// A path as a JSON string, for `--set key=<value>` overrides.
 pub fn json(path: &Path) -> String {
     serde_json::to_string(path).unwrap()
