@@ -628,6 +628,40 @@ fn eval_recon_reports_dataset_metrics() {
     assert!(entropy >= 0.0 && entropy <= (used as f64).log2() + 1e-9);
 }
 
+/// Every committed tokenizer that carries its measured CIFAR-10 test-split report
+/// (`eval-cifar10-test.json`, from `titok eval recon --split test --json`: the embedded default
+/// and the finished steps of the default-models recipe under `assets/training/`) still scores
+/// it: 200 test images spread over the split give the recorded PSNR and LPIPS within their
+/// sampling error. This catches weights replaced without a new measurement, and the reverse.
+#[test]
+fn committed_tokenizers_score_their_recorded_cifar10_test_metrics() {
+    let data = titok_model::golden::shared_dir().join("data/cifar10-jpg.tar.gz");
+    let mut folders: Vec<PathBuf> = ["assets/models", "assets/training"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(workspace().join(d)).ok())
+        .flatten()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("eval-cifar10-test.json").is_file())
+        .collect();
+    folders.sort();
+    assert!(folders.iter().any(|p| p.ends_with("titok-cifar10")), "the embedded tokenizer has its report: {folders:?}");
+    let t = Scratch::new("recorded");
+    for dir in &folders {
+        let recorded: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("eval-cifar10-test.json")).unwrap()).unwrap();
+        let model = ["--model", s(dir), "eval", "recon", "--data", s(&data), "--split", "test"];
+        ok(&titok(&t.0, &[&model[..], &["--limit", "200", "--no-fid", "--json", "now.json"]].concat()));
+        let now: Value = serde_json::from_str(&std::fs::read_to_string(t.path("now.json")).unwrap()).unwrap();
+        assert_eq!(now["images"], 200);
+        let (psnr, psnr_then) = (now["psnr_db"].as_f64().unwrap(), recorded["psnr_db"].as_f64().unwrap());
+        assert!((psnr - psnr_then).abs() < 0.6, "{}: PSNR {psnr:.2} dB, recorded {psnr_then:.2}", dir.display());
+        if shared_weights("lpips_alexnet.safetensors").is_file() {
+            let (lpips, lpips_then) = (now["lpips"].as_f64().unwrap(), recorded["lpips"].as_f64().unwrap());
+            assert!((lpips - lpips_then).abs() < 0.03, "{}: LPIPS {lpips:.3}, recorded {lpips_then:.3}", dir.display());
+        }
+    }
+}
+
 /// The FID tests need `../shared/weights/fid_inception_v3_pool3.safetensors` (CI has it).
 fn require_inception_weights() {
     assert!(

@@ -2,8 +2,6 @@
 # Trains the next default CIFAR-10 models for `titok` (assets/models/) with the paper's pixel
 # recipe, on the CPU, and measures them for their model cards. (The shipped pair came from this
 # script as of commit 86f4b58: `git show 86f4b58:titok-train/scripts/cifar10-default-models.sh`.)
-# Every step resumes: run it again after an interruption (a session that ends kills the run;
-# the next call continues from the last checkpoint).
 #
 #   titok-train/scripts/cifar10-default-models.sh [RUNS_DIR]      (default ../runs)
 #
@@ -14,13 +12,24 @@
 #                 OMPI_MCA_btl_vader_single_copy_mechanism=none). Default 1: one process.
 #
 # Steps (the recipe "single stage + stage 2"):
-#   1. tokenizer, single stage: L2 + 0.1 LPIPS + quantizer + unused-code anchor, 12,000 steps
+#   1. tokenizer, single stage: L2 + 0.1 LPIPS + quantizer + unused-code anchor, 5,000 steps
+#      (about 1.7 h with RANKS=2 on 2 cores)
 #   2. tokenizer, stage 2: encoder, codebook and latent tokens frozen, the decoder fine-tuned
-#      with L2 + 1.1 LPIPS + GAN (from step 500, LeCam), 3,000 steps
+#      with L2 + 1.1 LPIPS + GAN (from step 500, LeCam), 2,000 steps (with RANKS=2: 26 images/s
+#      before the GAN starts, 10 with it, measured while step 1 shared the cores)
 #   3. the token cache and the MaskGIT generator, 10,000 steps
-#   4. copy the EMA exports into assets/ (f16)
+#   4. copy the exports into assets/models/ (f16)
 #   5. metrics on the CIFAR-10 test split (PSNR, SSIM, LPIPS, rFID and codebook usage on 10,000
 #      images; gFID of 10,000 samples)
+#
+# Resuming: a run killed mid-step continues from its last checkpoint when the script runs again
+# with the same RUNS_DIR. Steps 1 and 2 each fit one working session of about three hours (step
+# 3 is not measured yet), and a finished step's EMA export is copied (f16) into
+# assets/training/<step>/ to be committed, a tokenizer with its PSNR / SSIM / LPIPS / codebook
+# report on the 10,000 test images (eval-cifar10-test.json, checked by titok-infer's tests):
+# a later step starts from that copy, and a step whose copy exists is not trained again, so the
+# recipe carries on from a fresh clone on another machine (which has no RUNS_DIR). Delete a
+# copy to train its step (and the steps after it) again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=$(realpath -m "${1:-../runs}")
@@ -52,30 +61,54 @@ s = json.load(open(sys.argv[1] + "/latest.json"))
 sys.exit(0 if s["step"] >= json.load(open(sys.argv[2]))["run"]["total_steps"] else 1)' "$1" "$2"
 }
 
-# 1. tokenizer, single stage
-A="$RUNS/cifar10-titok-lpips" CA=$CONFIGS/cifar10-titok-s32-lpips.json
-finished "$A" "$CA" || "${TRAIN[@]}" single-stage --config "$CA" --run "$A" --device cpu $(resume "$A")
+# stage STEP_DIR RUN: copy RUN's last EMA export to STEP_DIR (f16), for the repository.
+stage() {
+    rm -rf "$1.tmp" && $T/titok export "$(last_export "$2")" --dtype f16 -o "$1.tmp" \
+        && rm -rf "$1" && mv "$1.tmp" "$1" && echo "finished step in $1 (commit it)"
+}
+# measure TOKENIZER: its test-split report without rFID (about 4 min), beside its weights.
+measure() {
+    $T/titok --device cpu --batch-size 50 --model "$1" eval recon --data "$DATA" --split test --no-fid \
+        --json "$1/eval-cifar10-test.json"
+}
+STAGED=assets/training
 
-# 2. tokenizer, stage 2 (decoder fine-tuning from step 1's EMA export)
-B="$RUNS/cifar10-titok-stage2" CB=$CONFIGS/cifar10-titok-s32-stage2.json
-finished "$B" "$CB" || "${TRAIN[@]}" stage2 --config "$CB" --run "$B" --device cpu $(resume "$B") \
-    --set "model.init=$(json "$(last_export "$A")")"
-TOKENIZER=$(last_export "$B")
+# 1. tokenizer, single stage
+A="$RUNS/cifar10-titok-lpips" CA=$CONFIGS/cifar10-titok-s32-lpips.json SA=$STAGED/cifar10-titok-single-stage
+if [ ! -f "$SA/model.safetensors" ]; then
+    finished "$A" "$CA" || "${TRAIN[@]}" single-stage --config "$CA" --run "$A" --device cpu $(resume "$A")
+    stage "$SA" "$A"
+fi
+[ -f "$SA/eval-cifar10-test.json" ] || measure "$SA"
+
+# 2. tokenizer, stage 2 (decoder fine-tuning from step 1's export)
+B="$RUNS/cifar10-titok-stage2" CB=$CONFIGS/cifar10-titok-s32-stage2.json SB=$STAGED/cifar10-titok-stage2
+if [ ! -f "$SB/model.safetensors" ]; then
+    finished "$B" "$CB" || "${TRAIN[@]}" stage2 --config "$CB" --run "$B" --device cpu $(resume "$B") \
+        --set "model.init=$(json "$SA")"
+    stage "$SB" "$B"
+fi
+[ -f "$SB/eval-cifar10-test.json" ] || measure "$SB"
+TOKENIZER=$SB
 
 # 3. generator on the tokenizer's tokens (the cache is built on the first run)
-G="$RUNS/cifar10-maskgit-stage2" CG=$CONFIGS/cifar10-maskgit.json
-finished "$G" "$CG" || "${TRAIN[@]}" generator --config "$CG" --run "$G" --device cpu $(resume "$G") \
-    --set "tokenizer=$(json "$TOKENIZER")" --set "data.token_cache=$(json "$RUNS/cifar10-tokens-stage2.safetensors")"
-GENERATOR=$(last_export "$G")
+G="$RUNS/cifar10-maskgit-stage2" CG=$CONFIGS/cifar10-maskgit.json SG=$STAGED/cifar10-maskgit
+if [ ! -f "$SG/model.safetensors" ]; then
+    finished "$G" "$CG" || "${TRAIN[@]}" generator --config "$CG" --run "$G" --device cpu $(resume "$G") \
+        --set "tokenizer=$(json "$TOKENIZER")" --set "data.token_cache=$(json "$RUNS/cifar10-tokens-stage2.safetensors")"
+    stage "$SG" "$G"
+fi
+GENERATOR=$SG
 
 # 4. the embedded assets (then rebuild `titok`, which include_bytes! them)
 $T/examples/default_assets --tokenizer "$TOKENIZER" --generator "$GENERATOR"
+cp "$TOKENIZER/eval-cifar10-test.json" assets/models/titok-cifar10/
 cargo build --release --workspace
 
-# 5. metrics for the model cards (of these exports: a new export of step 2 or 3 means new metrics)
+# 5. metrics for the model cards (of these weights: new copies of step 2 or 3 mean new metrics)
 M="$RUNS/metrics-stage2"
 mkdir -p "$M"
-echo "$TOKENIZER $GENERATOR" > "$M/models.new"
+sha256sum "$TOKENIZER/model.safetensors" "$GENERATOR/model.safetensors" > "$M/models.new"
 if ! cmp -s "$M/models.new" "$M/models.txt"; then rm -f "$M/gen.json" "$M/recon.json"; fi
 mv "$M/models.new" "$M/models.txt"
 [ -f "$M/gen.json" ] || $T/titok --device cpu --batch-size 50 eval gen \
