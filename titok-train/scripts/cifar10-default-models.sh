@@ -15,21 +15,22 @@
 #   1. tokenizer, single stage: L2 + 0.1 LPIPS + quantizer + unused-code anchor, 5,000 steps
 #      (121 min with RANKS=2 on 2 cores, 44-56 images/s)
 #   2. tokenizer, stage 2: encoder, codebook and latent tokens frozen, the decoder fine-tuned
-#      with L2 + 1.1 LPIPS + GAN (from step 500, LeCam), 2,000 steps (with RANKS=2: 26 images/s
-#      before the GAN starts, 10 with it, measured while step 1 shared the cores)
-#   3. the token cache and the MaskGIT generator, 10,000 steps
-#   4. copy the exports into assets/models/ (f16)
-#   5. metrics on the CIFAR-10 test split (PSNR, SSIM, LPIPS, rFID and codebook usage on 10,000
-#      images; gFID of 10,000 samples)
+#      with L2 + 1.1 LPIPS + GAN (from step 500, LeCam), 2,000 steps (57 min with RANKS=2:
+#      60-73 images/s before the GAN starts, 26-40 with it)
+#   3. the token cache and the MaskGIT generator, 5,000 steps (the tokens of steps 1 and 2 are
+#      the same: stage 2 freezes the encoder and the codebook)
+#   4. rFID of steps 1 and 2 on the 10,000 test images; the decoder with the lower rFID ships
+#   5. copy the exports into assets/models/ (f16)
+#   6. gFID of 10,000 samples against the test split
 #
 # Resuming: a run killed mid-step continues from its last checkpoint when the script runs again
-# with the same RUNS_DIR. Steps 1 and 2 each fit one working session of about three hours (step
-# 3 is not measured yet), and a finished step's EMA export is copied (f16) into
-# assets/training/<step>/ to be committed, a tokenizer with its PSNR / SSIM / LPIPS / codebook
-# report on the 10,000 test images (eval-cifar10-test.json, checked by titok-infer's tests):
-# a later step starts from that copy, and a step whose copy exists is not trained again, so the
-# recipe carries on from a fresh clone on another machine (which has no RUNS_DIR). Delete a
-# copy to train its step (and the steps after it) again.
+# with the same RUNS_DIR. Steps 1, 2 and 3 each fit one working session of about three hours,
+# and a finished step's EMA export is copied (f16) into assets/training/<step>/ to be committed,
+# a tokenizer with its PSNR / SSIM / LPIPS / codebook report on the 10,000 test images
+# (eval-cifar10-test.json, checked by titok-infer's tests): a later step starts from that copy,
+# and a step whose copy exists is not trained again, so the recipe carries on from a fresh clone
+# on another machine (which has no RUNS_DIR). Delete a copy to train its step (and the steps
+# after it) again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=$(realpath -m "${1:-../runs}")
@@ -100,20 +101,38 @@ if [ ! -f "$SG/model.safetensors" ]; then
 fi
 GENERATOR=$SG
 
-# 4. the embedded assets (then rebuild `titok`, which include_bytes! them)
+# 4. the decoder to ship. Steps 1 and 2 share the encoder, codebook and latent tokens (stage 2
+# freezes them), so they give the same tokens and the generator fits both; they differ in the
+# decoder. Each gets rFID on the test split (the first measurement also saves the real images'
+# Inception statistics, about 55 min; the second reuses them, about 27 min), recorded in its
+# eval-cifar10-test.json, and the lower rFID ships.
+M="$RUNS/metrics"
+mkdir -p "$M"
+STATS="$M/cifar10-test-stats.npz"
+rfid() {
+    python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["fid"] is None)' "$1/eval-cifar10-test.json" \
+        && return
+    local stats=(--save-real-stats "$STATS")
+    [ -f "$STATS" ] && stats=(--real-stats "$STATS")
+    $T/titok --device cpu --batch-size 50 --model "$1" eval recon --data "$DATA" --split test "${stats[@]}" \
+        --json "$1/eval-cifar10-test.json"
+}
+rfid "$SA"
+rfid "$SB"
+TOKENIZER=$(python3 -c 'import json,sys
+print(min(sys.argv[1:], key=lambda d: json.load(open(d + "/eval-cifar10-test.json"))["fid"]["value"]))' "$SA" "$SB")
+echo "shipping the decoder of $TOKENIZER (lower rFID)"
+
+# 5. the embedded assets (then rebuild `titok`, which include_bytes! them)
 $T/examples/default_assets --tokenizer "$TOKENIZER" --generator "$GENERATOR"
 cp "$TOKENIZER/eval-cifar10-test.json" assets/models/titok-cifar10/
 cargo build --release --workspace
 
-# 5. metrics for the model cards (of these weights: new copies of step 2 or 3 mean new metrics)
-M="$RUNS/metrics-stage2"
-mkdir -p "$M"
+# 6. gFID for the model card (of these weights: new copies of the generator or the tokenizer
+# mean a new measurement), 10,000 samples against the test split's statistics (about 30 min)
 sha256sum "$TOKENIZER/model.safetensors" "$GENERATOR/model.safetensors" > "$M/models.new"
-if ! cmp -s "$M/models.new" "$M/models.txt"; then rm -f "$M/gen.json" "$M/recon.json"; fi
+if ! cmp -s "$M/models.new" "$M/models.txt"; then rm -f "$M/gen.json"; fi
 mv "$M/models.new" "$M/models.txt"
 [ -f "$M/gen.json" ] || $T/titok --device cpu --batch-size 50 eval gen \
-    --reference "$DATA" --reference-split test --num-per-class 1000 --seed 0 \
-    --save-reference-stats "$M/cifar10-test-stats.npz" --json "$M/gen.json"
-[ -f "$M/recon.json" ] || $T/titok --device cpu --batch-size 50 eval recon \
-    --data "$DATA" --split test --real-stats "$M/cifar10-test-stats.npz" --json "$M/recon.json"
-echo "metrics in $M/"
+    --reference "$STATS" --num-per-class 1000 --seed 0 --json "$M/gen.json"
+echo "metrics: $TOKENIZER/eval-cifar10-test.json (tokenizer), $M/gen.json (generator)"
