@@ -67,10 +67,12 @@ stage() {
     rm -rf "$1.tmp" && $T/titok export "$(last_export "$2")" --dtype f16 -o "$1.tmp" \
         && rm -rf "$1" && mv "$1.tmp" "$1" && echo "finished step in $1 (commit it)"
 }
-# measure TOKENIZER: its test-split report without rFID (76 s on 2 idle cores), beside its weights.
+# measure TOKENIZER [FID ARGS]: its test-split report beside its weights; without FID ARGS no
+# rFID (76 s on 2 idle cores).
 measure() {
-    $T/titok --device cpu --batch-size 50 --model "$1" eval recon --data "$DATA" --split test --no-fid \
-        --json "$1/eval-cifar10-test.json"
+    local dir=$1; shift
+    $T/titok --device cpu --batch-size 50 --model "$dir" eval recon --data "$DATA" --split test "${@:---no-fid}" \
+        --json "$dir/eval-cifar10-test.json"
 }
 STAGED=assets/training
 
@@ -112,10 +114,7 @@ STATS="$M/cifar10-test-stats.npz"
 rfid() {
     python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["fid"] is None)' "$1/eval-cifar10-test.json" \
         && return
-    local stats=(--save-real-stats "$STATS")
-    [ -f "$STATS" ] && stats=(--real-stats "$STATS")
-    $T/titok --device cpu --batch-size 50 --model "$1" eval recon --data "$DATA" --split test "${stats[@]}" \
-        --json "$1/eval-cifar10-test.json"
+    if [ -f "$STATS" ]; then measure "$1" --real-stats "$STATS"; else measure "$1" --save-real-stats "$STATS"; fi
 }
 rfid "$SA"
 rfid "$SB"
